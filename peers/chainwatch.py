@@ -1,0 +1,79 @@
+"""Follows the chain: block feed (SUB) plus catch-up by height over the chain's RPC.
+
+PUB/SUB may drop messages, and a peer may start late or be paused, so the feed
+only says "there is a block at height h"; the follower then fetches every block it
+has not seen, in order, and hands each to its listeners. A block whose parent is
+not our tip means a reorg: the follower resets its listeners and replays.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import zmq.asyncio
+
+from emulator import envelope, transport
+from emulator.rpc import AsyncRpcClient, RpcError, RpcTimeout
+from emulator.tx import Tx
+
+BlockListener = Callable[[int, bytes, list[Tx]], Awaitable[None]]
+ReorgListener = Callable[[int], Awaitable[None]]
+
+
+class ChainFollower:
+    """Delivers every block once, in order, to ``on_block``."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, chain: AsyncRpcClient, feed: str,
+                 poll_seconds: float, log: logging.Logger, on_block: BlockListener,
+                 on_reorg: ReorgListener) -> None:
+        self.chain = chain
+        self.sub = transport.subscriber(ctx, feed)
+        self.poll_seconds = poll_seconds
+        self.log = log
+        self.on_block = on_block
+        self.on_reorg = on_reorg
+        self.hashes: list[bytes] = []  # our view: hash by height
+        self._lock = asyncio.Lock()
+
+    @property
+    def height(self) -> int:
+        return len(self.hashes) - 1
+
+    async def run(self) -> None:
+        """Catch up, then follow the feed; poll now and then in case it dropped one."""
+        await self.catch_up()
+        while True:
+            if await self.sub.poll(int(self.poll_seconds * 1000)):
+                data = await self.sub.recv()
+                try:
+                    envelope.unpack(data, max_bytes=envelope.CONTROL_MAX_BYTES)
+                except envelope.EnvelopeError as exc:
+                    self.log.warning("block feed: bad message: %s", exc)
+                    continue
+            await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Fetch and deliver every block up to the chain's tip."""
+        async with self._lock:
+            try:
+                tip = await self.chain.call("getheight")
+                while self.height < tip:
+                    block = await self.chain.call("getblock", height=self.height + 1)
+                    if self.hashes and block["prev_hash"] != self.hashes[-1]:
+                        await self._rewind()
+                        continue
+                    self.hashes.append(block["hash"])
+                    txs = [Tx.from_wire(t) for t in block["txs"]]
+                    await self.on_block(block["height"], block["hash"], txs)
+            except (RpcError, RpcTimeout) as exc:
+                self.log.warning("chain unreachable while catching up: %s", exc)
+
+    async def _rewind(self) -> None:
+        """A reorg: forget our view and replay from genesis (listeners reset first)."""
+        self.log.warning("reorg below height %d: replaying the chain", self.height)
+        self.hashes.clear()
+        await self.on_reorg(-1)
+
+    def close(self) -> None:
+        self.sub.close(linger=0)

@@ -1,0 +1,61 @@
+"""The peer process's configuration (a JSON file written by the supervisor or by hand)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Spec timers; the ``test`` profile shrinks them so runs take seconds."""
+
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+    reconnect_min: float = 0.1
+    reconnect_max: float = 5.0
+    chain_poll: float = 5.0  # catch-up check in case the block feed dropped a block
+
+    @classmethod
+    def profile(cls, name: str) -> Timers:
+        """Timers of a named profile: ``spec`` (BOLT values) or ``test`` (fast)."""
+        if name == "spec":
+            return cls()
+        if name == "test":
+            return cls(ping_interval=2.0, ping_timeout=2.0, reconnect_min=0.05,
+                       reconnect_max=1.0, chain_poll=2.0)
+        raise BadRequest(f"unknown timer profile {name!r} (known: spec, test)")
+
+
+@dataclass
+class PeerConfig:
+    """Everything a peer process needs to start."""
+
+    name: str
+    data_dir: str
+    p2p: str
+    control: str
+    chain_control: str
+    chain_blocks: str
+    node_secret: bytes | None = None  # None: load or create one in data_dir
+    events: str | None = None
+    parent_pid: int | None = None
+    connect: list[dict[str, str]] = field(default_factory=list)  # [{node_id, endpoint}]
+    timers: Timers = field(default_factory=Timers)
+    alias: str = ""
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> PeerConfig:
+        secret = obj.get("node_secret")
+        timers = obj.get("timers", "test")
+        return cls(
+            name=obj["name"], data_dir=obj["data_dir"], p2p=obj["p2p"],
+            control=obj["control"], chain_control=obj["chain_control"],
+            chain_blocks=obj["chain_blocks"],
+            node_secret=bytes.fromhex(secret) if secret else None,
+            events=obj.get("events"), parent_pid=obj.get("parent_pid"),
+            connect=list(obj.get("connect", [])),
+            timers=Timers.profile(timers) if isinstance(timers, str) else Timers(**timers),
+            alias=obj.get("alias", obj["name"]),
+        )
