@@ -36,7 +36,7 @@ class Network:
 
     def __init__(self, run_dir: str | Path, seed: int = 1, block_interval: float = 0.0,
                  timers: str = "test") -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.seed = seed
         self.block_interval = block_interval
         self.timers = timers
