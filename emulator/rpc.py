@@ -103,7 +103,7 @@ class AsyncRpcClient:
         try:
             await self.sock.send(envelope.pack_request(op, args, rid))
             body = await asyncio.wait_for(fut, timeout or self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RpcTimeout(f"{op}: no reply from {self.endpoint}") from None
         finally:
             self._waiting.pop(rid, None)

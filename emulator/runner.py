@@ -100,6 +100,8 @@ class Runner:
         action = event["action"]
         if action == "mine":
             self.net.chain.call("mine", n=event.get("blocks", 1))
+        elif action == "wait":  # let emulated time pass (blocks keep coming)
+            time.sleep(event.get("seconds", 0))
         elif action == "sendonchain":
             self._send_on_chain(event)
         else:  # the scenario loader rejects unknown actions before we get here

@@ -29,6 +29,7 @@ EVENT_KEYS = {
     "sendonchain": {"action": str, "from": str, "to": str, "amount_sat": int,
                     "feerate_sat_per_kb": int},
     "mine": {"action": str, "blocks": int},
+    "wait": {"action": str, "seconds": float},
 }
 EXPECT_KEYS = {
     "balance": {"kind": str, "peer": str, "min_sat": int, "max_sat": int},
@@ -192,6 +193,8 @@ def _parse_event(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str
         if not 0 < raw["amount_sat"] <= MAX_FUNDS_SAT:
             check.fail(f"{where}.amount_sat", f"{raw['amount_sat']} is not a sane amount",
                        "amount_sat")
+    if action == "wait" and not 0 <= raw.get("seconds", 0) <= 86_400:
+        check.fail(f"{where}.seconds", "must be from 0 to 86400", "seconds")
     if action == "mine" and not 1 <= raw.get("blocks", 1) <= 10_000:
         check.fail(f"{where}.blocks", "must be from 1 to 10000", "blocks")
     return dict(raw)

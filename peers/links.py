@@ -110,7 +110,7 @@ class LinkManager:
             link.outbound.next_seq += 1
             return session, seq + 1
         if fault == "duplicate":
-            return session, max(seq - 1, 1)
+            return session, seq - 1
         if fault == "stale_session":
             return bytes(16), seq
         return session, seq
