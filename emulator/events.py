@@ -39,9 +39,10 @@ class EventEmitter:
         except Exception as exc:  # an event must never take the process down
             self.log.warning("event %s not sent: %s", kind, exc)
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 2000) -> None:
+        """Close, giving queued events a bounded time to reach the collector."""
         if self.sock is not None:
-            self.sock.close(linger=0)
+            self.sock.close(linger=linger_ms)
 
 
 def _short(data: dict[str, Any]) -> str:

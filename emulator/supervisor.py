@@ -147,7 +147,11 @@ class ManagedProcess:
         return self._popen is not None and self._popen.poll() is None
 
     def start(self) -> None:
-        """Start the process; its stdout and stderr go to ``process.log``."""
+        """Start the process; its stdout and stderr go to ``process.log``.
+
+        Call it from a long-lived thread: on Linux the child is killed when the
+        thread that started it exits (that is how PR_SET_PDEATHSIG works).
+        """
         if self.running:
             raise LnemuError(f"[{self.name}] is already running (pid {self.pid})",
                              code="already_running")
@@ -342,7 +346,7 @@ class EventCollector:
             self._bound.set()
             if sock is not None:
                 sock.close(linger=0)
-            ctx.term()
+            ctx.destroy(linger=0)  # also closes a socket whose bind failed inside puller()
 
     def _write_batch(self, sock: zmq.Socket, out: Any, limit: int) -> None:
         lines = []

@@ -56,6 +56,16 @@ def _base(ctx: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
+def _bind(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
+    """Bind, closing the socket if that fails (an open one would block ctx.term())."""
+    try:
+        sock.bind(check_endpoint(endpoint))
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
 def router(ctx: zmq.Context, bind: str, *, handover: bool = True) -> zmq.Socket:
     """A bound ROUTER: a restarted peer takes its identity back; sends to a vanished
     identity raise (EHOSTUNREACH) instead of silently dropping."""
@@ -65,8 +75,7 @@ def router(ctx: zmq.Context, bind: str, *, handover: bool = True) -> zmq.Socket:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.bind(check_endpoint(bind))
-    return sock
+    return _bind(sock, bind)
 
 
 def dealer(ctx: zmq.Context, connect: str, identity: bytes | None = None,
@@ -87,8 +96,7 @@ def publisher(ctx: zmq.Context, bind: str) -> zmq.Socket:
     """A bound PUB socket (the chain's block feed)."""
     sock = _base(ctx, zmq.PUB)
     sock.setsockopt(zmq.SNDHWM, HWM)
-    sock.bind(check_endpoint(bind))
-    return sock
+    return _bind(sock, bind)
 
 
 def subscriber(ctx: zmq.Context, connect: str, topic: bytes = b"") -> zmq.Socket:
@@ -111,5 +119,4 @@ def puller(ctx: zmq.Context, bind: str) -> zmq.Socket:
     """A bound PULL socket (the runner's event collector)."""
     sock = _base(ctx, zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.bind(check_endpoint(bind))
-    return sock
+    return _bind(sock, bind)
