@@ -25,7 +25,7 @@ class EventEmitter:
         self.sock = transport.pusher(ctx, endpoint) if endpoint else None
         self.dropped = 0
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, /, **data: Any) -> None:
         """Report one event; never blocks and never raises."""
         self.log.info("event %s %s", kind, _short(data))
         if self.sock is None:

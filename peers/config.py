@@ -16,6 +16,12 @@ class Timers:
     reconnect_min: float = 0.1
     reconnect_max: float = 5.0
     chain_poll: float = 5.0  # catch-up check in case the block feed dropped a block
+    to_self_delay: int = 144  # blocks, asked of the peer for its to_local outputs
+    min_depth: int = 3  # confirmations before channel_ready
+    cltv_expiry_delta: int = 40  # blocks a forwarding peer keeps between its HTLCs
+    min_final_cltv_expiry_delta: int = 18
+    htlc_deadline_blocks: int = 6  # BOLT 2: go on chain this long before an HTLC expires
+    open_timeout: float = 60.0  # seconds to wait for the peer during channel opening
 
     @classmethod
     def profile(cls, name: str) -> Timers:
@@ -24,7 +30,9 @@ class Timers:
             return cls()
         if name == "test":
             return cls(ping_interval=2.0, ping_timeout=2.0, reconnect_min=0.05,
-                       reconnect_max=1.0, chain_poll=2.0)
+                       reconnect_max=1.0, chain_poll=2.0, to_self_delay=6, min_depth=1,
+                       cltv_expiry_delta=12, min_final_cltv_expiry_delta=9,
+                       htlc_deadline_blocks=2, open_timeout=20.0)
         raise BadRequest(f"unknown timer profile {name!r} (known: spec, test)")
 
 

@@ -73,6 +73,7 @@ class LinkManager:
         self.router = transport.router(ctx, p2p)
         self.links: dict[bytes, Link] = {}
         self.on_connected: Callable[[bytes], Awaitable[None]] | None = None
+        self.on_disconnected: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -92,6 +93,11 @@ class LinkManager:
         for task in list(self._tasks):
             task.cancel()
         self.router.close(linger=0)
+
+    def is_connected(self, node_id: bytes) -> bool:
+        """True while a session with ``node_id`` is up."""
+        link = self.links.get(node_id)
+        return link is not None and link.connected
 
     # --- sending ----------------------------------------------------------------
     async def send(self, node_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -308,7 +314,12 @@ class LinkManager:
         if env.type == "disconnect":
             await self._on_out_of_band(link.node_id, env)
             return
-        await self.handler(link.node_id, env)
+        try:
+            await self.handler(link.node_id, env)
+        except Exception as exc:  # a bug in one handler must not stop the link
+            self.log.error("p2p: handling %s from %s failed: %r", env.type,
+                           link.node_id.hex()[:16], exc, exc_info=exc)
+            self.events.emit("error", where=f"on_{env.type}", error=repr(exc))
 
     async def _safe_send(self, link: Link, type_name: str, body: dict[str, Any]) -> None:
         try:
@@ -342,6 +353,8 @@ class LinkManager:
             self.log.info("disconnected from %s: %s", link.node_id.hex()[:16], reason)
             self.events.emit("disconnected", peer=link.node_id, reason=reason,
                              code=reason_code or "")
+            if self.on_disconnected is not None:
+                self.on_disconnected(link.node_id)
 
     def inject_fault(self, node_id: bytes, kind: str) -> None:
         """Dev: make the next message to ``node_id`` break the session (gap, duplicate,

@@ -1,20 +1,34 @@
-"""The peer process: node key, links, chain follower, wallet and control verbs."""
+"""The peer process: node key, links, chain follower, wallet, channels and verbs."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from emulator import identity, policy
 from emulator.envelope import Envelope
-from emulator.errors import BadRequest, NotFound
-from emulator.rpc import AsyncRpcClient
+from emulator.errors import BadRequest, LnemuError, NotFound
+from emulator.rpc import AsyncRpcClient, RpcError
 from emulator.service import Service
 from emulator.tx import Tx
+from peers.broadcaster import Broadcaster
 from peers.chainwatch import ChainFollower
+from peers.channels import ChannelManager
+from peers.closing import Closing
 from peers.config import PeerConfig
 from peers.links import LinkManager
+from peers.onchain import OnchainResolver
+from peers.opening import Opening
+from peers.payments import Payments
+from peers.reestablish import Reestablish
+from peers.store import Store
+from peers.verbs import ChannelVerbs
 from peers.wallet import Wallet
+
+CHANNEL_MESSAGES = {
+    "open_channel", "accept_channel", "funding_created", "funding_signed", "channel_ready",
+    "update_add_htlc", "update_fulfill_htlc", "update_fail_htlc", "update_fail_malformed_htlc",
+    "commitment_signed", "revoke_and_ack", "update_fee", "shutdown", "closing_signed",
+    "channel_reestablish", "error", "warning"}
 
 
 def load_or_create_secret(config: PeerConfig) -> bytes:
@@ -33,7 +47,8 @@ def load_or_create_secret(config: PeerConfig) -> bytes:
     return secret
 
 
-def _pubkey_arg(value: Any, name: str) -> bytes:
+def pubkey_arg(value: Any, name: str) -> bytes:
+    """A 33-byte public key from hex or bytes, or BadRequest naming the argument."""
     try:
         key = bytes.fromhex(value) if isinstance(value, str) else value
     except ValueError:
@@ -43,7 +58,7 @@ def _pubkey_arg(value: Any, name: str) -> bytes:
     return key
 
 
-class PeerService(Service):
+class PeerService(ChannelVerbs, Service):
     """One Lightning peer."""
 
     kind = "peer"
@@ -54,26 +69,34 @@ class PeerService(Service):
         self.config = config
         self.node_secret = load_or_create_secret(config)
         self.node_id = identity.pubkey(self.node_secret)
-        self.wallet = Wallet(self.node_secret, next_index=self._load_wallet_index())
+        self.store = Store(self.data_dir / "peer.sqlite")
+        self.wallet = Wallet(self.node_secret, next_index=self.store.value("wallet_index", 1))
         self.chain: AsyncRpcClient | None = None
         self.follower: ChainFollower | None = None
         self.links: LinkManager | None = None
+        self.channels = ChannelManager(self)
+        self.opening = Opening(self)
+        self.closing = Closing(self)
+        self.payments = Payments(self)
+        self.broadcaster = Broadcaster(self)
+        self.onchain = OnchainResolver(self)
+        self.reestablish = Reestablish(self)
+        self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
+        self.channels.on_htlc_fulfilled = self.payments.on_htlc_fulfilled
+        self.channels.on_htlc_failed = self.payments.on_htlc_failed
+        self.broadcaster.on_confirmed = self._broadcast_confirmed
 
-    def _load_wallet_index(self) -> int:
-        path = self.data_dir / "wallet.json"
-        if path.exists():
-            return int(json.loads(path.read_text())["next_index"])
-        return 1
-
-    def _save_wallet(self) -> None:
-        tmp = self.data_dir / "wallet.json.tmp"
-        tmp.write_text(json.dumps(self.wallet.to_wire()))
-        tmp.replace(self.data_dir / "wallet.json")
+    @property
+    def height(self) -> int:
+        return self.follower.height if self.follower else 0
 
     async def setup(self) -> None:
         self.chain = AsyncRpcClient(self.ctx, self.config.chain_control)
+        self.channels.load()
         self.links = LinkManager(self.ctx, self.node_id, self.config.p2p, self.config.timers,
                                  self.events, self.log, self.on_message, self.config.alias)
+        self.links.on_connected = self.reestablish.on_connected
+        self.links.on_disconnected = self.reestablish.on_disconnected
         await self.links.start()
         self.follower = ChainFollower(self.ctx, self.chain, self.config.chain_blocks,
                                       self.config.timers.chain_poll, self.log,
@@ -81,7 +104,7 @@ class PeerService(Service):
         await self.follower.catch_up()
         self.spawn(self.follower.run(), "chain-follower")
         for target in self.config.connect:
-            await self.links.connect(_pubkey_arg(target["node_id"], "node_id"),
+            await self.links.connect(pubkey_arg(target["node_id"], "node_id"),
                                      target["endpoint"])
 
     async def teardown(self) -> None:
@@ -91,39 +114,69 @@ class PeerService(Service):
             self.follower.close()
         if self.chain:
             self.chain.close()
+        self.store.close()
 
     def ready_info(self) -> dict[str, Any]:
         return {**super().ready_info(), "node_id": self.node_id.hex(), "p2p": self.config.p2p}
 
-    # --- inputs -------------------------------------------------------------------
+    # --- chain ----------------------------------------------------------------------
     async def on_block(self, height: int, block_hash: bytes, txs: list[Tx]) -> None:
         for txid in self.wallet.apply_block(height, txs):
             self.events.emit("tx_confirmed", txid=txid, height=height)
+        if self.follower is None or height < self.follower.height:
+            return  # catching up: act once we are at the tip
+        await self.broadcaster.on_block(height, txs)
+        await self.onchain.on_block(height, txs)
+        for ch in list(self.channels.channels.values()):
+            await self.opening.check_depth(ch)
+        await self.channels.check_deadlines(height)
 
     async def on_reorg(self, height: int) -> None:
         self.wallet.forget()
 
-    async def on_message(self, node_id: bytes, env: Envelope) -> None:
-        """Dispatch a Lightning message to ``on_<type>``; unknown ones get a warning."""
-        handler = getattr(self, f"on_{env.type}", None)
-        if handler is None:
-            self.log.info("ignoring %s from %s (not handled yet)", env.type, node_id.hex()[:16])
-            return
-        await handler(node_id, env.body)
+    async def broadcast(self, tx: Tx, purpose: str, channel_id: bytes = b"") -> None:
+        """Get ``tx`` onto the chain (resubmitted every block until it confirms)."""
+        await self.broadcaster.add(tx, purpose, channel_id)
 
-    # --- verbs --------------------------------------------------------------------
+    async def chain_tx(self, txid: bytes) -> dict[str, Any] | None:
+        try:
+            return await self.chain.call("gettx", txid=txid)
+        except RpcError:
+            return None
+
+    async def _broadcast_confirmed(self, item: dict[str, Any], tx: Tx, height: int) -> None:
+        self.events.emit("tx_confirmed", txid=tx.txid, height=height, purpose=item["purpose"])
+        if "second_stage" in item and item["channel_id"] in self.channels.channels:
+            ch = self.channels.channels[item["channel_id"]]
+            await self.onchain.second_stage_confirmed(ch, item, tx)
+
+    # --- messages ---------------------------------------------------------------------
+    async def on_message(self, node_id: bytes, env: Envelope) -> None:
+        """Dispatch a Lightning message; protocol errors never take the process down."""
+        if env.type in CHANNEL_MESSAGES:
+            if env.type == "channel_reestablish":
+                await self.reestablish.on_channel_reestablish(node_id, env.body)
+            else:
+                await self.channels.dispatch(node_id, env.type, env.body)
+            return
+        self.log.info("ignoring %s from %s (not handled)", env.type, node_id.hex()[:16])
+
+    # --- verbs --------------------------------------------------------------------------
     async def rpc_getinfo(self) -> dict[str, Any]:
-        """Node id, alias, block height, peers and wallet balance."""
+        """Node id, alias, block height, peers, channels and wallet balance."""
         connected = [link for link in self.links.links.values() if link.connected]
+        states: dict[str, int] = {}
+        for ch in self.channels.channels.values():
+            states[ch.state.name] = states.get(ch.state.name, 0) + 1
         return {"kind": "peer", "id": self.node_id, "alias": self.config.alias,
-                "name": self.name, "blockheight": self.follower.height,
-                "num_peers": len(connected), "p2p": self.config.p2p,
-                "wallet_key": self.wallet.key(0), **self.wallet.balance()}
+                "name": self.name, "blockheight": self.height, "num_peers": len(connected),
+                "p2p": self.config.p2p, "wallet_key": self.wallet.key(0), "channels": states,
+                **self.wallet.balance()}
 
     async def rpc_newaddress(self) -> bytes:
         """A fresh on-chain address (a 33-byte public key)."""
         pub = self.wallet.new_address()
-        self._save_wallet()
+        self.store.set_value("wallet_index", self.wallet.next_index)
         return pub
 
     async def rpc_walletbalance(self) -> dict[str, int]:
@@ -133,7 +186,7 @@ class PeerService(Service):
     async def rpc_sendonchain(self, address: Any, amount_sat: int,
                               feerate_sat_per_kb: int = 1000) -> dict[str, Any]:
         """Pay ``amount_sat`` on chain to ``address`` (a public key)."""
-        dest = _pubkey_arg(address, "address")
+        dest = pubkey_arg(address, "address")
         if type(feerate_sat_per_kb) is not int or not 0 <= feerate_sat_per_kb <= 10_000_000:
             raise BadRequest(f"feerate_sat_per_kb out of range: {feerate_sat_per_kb!r}")
         tx = self.wallet.build_payment(policy.pk(dest), amount_sat, feerate_sat_per_kb)
@@ -147,12 +200,12 @@ class PeerService(Service):
         """Connect to a peer at ``endpoint`` (ipc:// or tcp://host:port)."""
         if not isinstance(endpoint, str):
             raise BadRequest("endpoint must be a string")
-        link = await self.links.connect(_pubkey_arg(node_id, "node_id"), endpoint)
+        link = await self.links.connect(pubkey_arg(node_id, "node_id"), endpoint)
         return link.info()
 
     async def rpc_disconnect(self, node_id: Any) -> bool:
         """Close the link to a peer."""
-        await self.links.disconnect(_pubkey_arg(node_id, "node_id"))
+        await self.links.disconnect(pubkey_arg(node_id, "node_id"))
         return True
 
     async def rpc_listpeers(self) -> list[dict[str, Any]]:
@@ -161,9 +214,12 @@ class PeerService(Service):
 
     async def rpc_dev_linkfault(self, node_id: Any, kind: str) -> bool:
         """Dev: the next message to a peer breaks the session (gap, duplicate, stale_session)."""
-        key = _pubkey_arg(node_id, "node_id")
+        key = pubkey_arg(node_id, "node_id")
         if key not in self.links.links:
             raise NotFound(f"no link to {key.hex()}")
         self.links.inject_fault(key, kind)
-        await self.links.send(key, "ping", {"num_pong_bytes": 0})
+        try:
+            await self.links.send(key, "ping", {"num_pong_bytes": 0})
+        except LnemuError as exc:
+            raise BadRequest(f"could not send: {exc}") from None
         return True

@@ -144,6 +144,11 @@ class Wallet:
         tx.witnesses = witnesses
         return tx
 
+    def reserve(self, tx: Tx) -> None:
+        """Reserve the coins ``tx`` spends (a funding tx built before it is signed)."""
+        for txin in tx.inputs:
+            self.reserved[txin.outpoint] = tx.txid
+
     def mark_sent(self, tx: Tx, amount_sat: int) -> None:
         """Reserve the coins ``tx`` spends until it confirms."""
         for txin in tx.inputs:

@@ -1,0 +1,334 @@
+"""The channel manager: every channel of a peer, their messages and their storage.
+
+It turns the pure :class:`peers.channel.Channel` into protocol: it sends what a
+channel produces (persisting first), dispatches what arrives, drives the
+commitment dance (one ``commitment_signed`` batches every pending update and is
+sent as soon as the previous round's ``revoke_and_ack`` is in), and fails a
+channel whose peer breaks the protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from emulator.crypto import shachain
+from emulator.errors import BadRequest, LnemuError, NotFound
+from peers import crashpoints
+from peers.channel import Channel, ChannelError, ProtocolViolation
+from peers.channel_codec import channel_from_wire, channel_to_wire
+from peers.channel_state import ChannelState
+from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
+
+HtlcHook = Callable[[Channel, Htlc], Awaitable[None]]
+ZERO32 = b"\x00" * 32
+
+
+class ChannelManager:
+    """Owns the peer's channels; the node wires it to links, chain and wallet."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.log = node.log
+        self.events = node.events
+        self.store = node.store
+        self.channels: dict[bytes, Channel] = {}
+        self.on_incoming_htlc: HtlcHook | None = None   # payee / forwarder
+        self.on_htlc_fulfilled: Callable[[Channel, Htlc, bytes], Awaitable[None]] | None = None
+        self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
+        self._commit_scheduled: set[bytes] = set()
+        self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
+
+    # --- storage ------------------------------------------------------------------
+    def load(self) -> None:
+        """Load every channel from the store (after a restart)."""
+        for record in self.store.all("channels"):
+            ch = channel_from_wire(record, self.node.node_secret)
+            self._attach(ch)
+            self.channels[ch.cid] = ch
+
+    def save(self, ch: Channel) -> None:
+        """Persist ``ch`` in one transaction (call before sending what depends on it)."""
+        with self.store.transaction():
+            if ch.channel_id and ch.temp_id != ch.channel_id:
+                self.store.db.execute("DELETE FROM channels WHERE cid = ?", (ch.temp_id,))
+            self.store.put("channels", ch.cid, channel_to_wire(ch))
+
+    def _attach(self, ch: Channel) -> None:
+        def observe(old: ChannelState, new: ChannelState) -> None:
+            self.log.info("channel %s: %s -> %s", ch.cid.hex()[:16], old.name, new.name)
+            self.events.emit("channel_state", channel_id=ch.cid, old=old.name, new=new.name,
+                             peer=ch.peer_id)
+        ch.sm.observer = observe
+
+    def add(self, ch: Channel) -> None:
+        self._attach(ch)
+        self.channels[ch.cid] = ch
+
+    def rekey(self, ch: Channel, channel_id: bytes) -> None:
+        """Move a channel from its temporary id to its real one."""
+        self.channels.pop(ch.temp_id, None)
+        ch.channel_id = channel_id
+        self.channels[channel_id] = ch
+
+    def get(self, cid: Any) -> Channel:
+        key = bytes.fromhex(cid) if isinstance(cid, str) else cid
+        ch = self.channels.get(key) if isinstance(key, bytes) else None
+        if ch is None:
+            raise NotFound(f"unknown channel {cid!r}")
+        return ch
+
+    def with_peer(self, peer_id: bytes) -> list[Channel]:
+        return [ch for ch in self.channels.values() if ch.peer_id == peer_id]
+
+    # --- sending --------------------------------------------------------------------
+    async def send(self, ch: Channel, type_name: str, body: dict[str, Any]) -> bool:
+        """Send one message for ``ch``; False when the peer is not connected."""
+        crashpoints.reach("before_send", type_name)
+        try:
+            await self.node.links.send(ch.peer_id, type_name, body)
+        except LnemuError as exc:
+            self.log.info("channel %s: %s not sent: %s", ch.cid.hex()[:16], type_name, exc)
+            return False
+        crashpoints.reach("after_send", type_name)
+        return True
+
+    def schedule_commit(self, ch: Channel) -> None:
+        """Sign the peer's next commitment soon, batching updates made meanwhile."""
+        if ch.cid in self._commit_scheduled:
+            return
+        self._commit_scheduled.add(ch.cid)
+        asyncio.get_running_loop().call_soon(
+            lambda: self.node.spawn(self._commit(ch), "commit"))
+
+    async def _commit(self, ch: Channel) -> None:
+        self._commit_scheduled.discard(ch.cid)
+        if ch.state not in (ChannelState.OPEN, ChannelState.SHUTDOWN, ChannelState.NEGOTIATING):
+            return
+        if ch.ledger.awaiting_revoke() or not ch.ledger.has_changes_to_sign(Side.REMOTE):
+            return
+        if not self.node.links.is_connected(ch.peer_id):
+            return  # channel_reestablish will pick it up
+        ctn = ch.ledger.send_commit()
+        sig, htlc_sigs = ch.sign_remote(ctn)
+        ch.last_sent = "commit"
+        self.save(ch)  # never sign two states with one number: persist the commitment first
+        self.events.emit("commitment_signed", channel_id=ch.cid, ctn=ctn,
+                         htlcs=len(htlc_sigs), side="remote")
+        await self.send(ch, "commitment_signed", {"channel_id": ch.cid, "signature": sig,
+                                                   "htlc_signatures": htlc_sigs})
+
+    # --- receiving --------------------------------------------------------------------
+    async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
+        """Handle one channel message; a protocol violation fails the channel."""
+        crashpoints.reach("before_recv", type_name)
+        cid = body.get("channel_id") or body.get("temporary_channel_id")
+        ch = self.channels.get(cid) if cid else None
+        if type_name == "open_channel":
+            await self.node.opening.on_open_channel(peer_id, body)
+        elif ch is None or ch.peer_id != peer_id:
+            await self.warn(peer_id, cid or ZERO32, f"{type_name} for an unknown channel")
+            return
+        else:
+            handler = getattr(self, f"on_{type_name}", None) or getattr(
+                self.node.opening, f"on_{type_name}", None) or getattr(
+                self.node.closing, f"on_{type_name}", None)
+            try:
+                await handler(ch, body)
+            except (ProtocolViolation, HtlcLedgerError, shachain.ShachainError) as exc:
+                await self.fail_channel(ch, f"{type_name}: {exc}")
+        crashpoints.reach("after_recv", type_name)
+
+    async def warn(self, peer_id: bytes, cid: bytes, text: str) -> None:
+        self.log.warning("to %s: warning: %s", peer_id.hex()[:16], text)
+        try:
+            await self.node.links.send(peer_id, "warning", {"channel_id": cid, "data": text})
+        except LnemuError:
+            pass
+
+    async def fail_channel(self, ch: Channel, reason: str) -> None:
+        """BOLT 2/1: send an error and force close (if anything is on the line)."""
+        self.log.warning("channel %s failed: %s", ch.cid.hex()[:16], reason)
+        self.events.emit("channel_failed", channel_id=ch.cid, reason=reason)
+        await self.send(ch, "error", {"channel_id": ch.cid, "data": reason[:500]})
+        if ch.state in (ChannelState.OPENING,):
+            ch.sm.set_state(ChannelState.ABORTED)
+            self.save(ch)
+        elif ch.sm.can_move(ChannelState.FORCE_CLOSING):
+            await self.node.closing.force_close(ch, reason)
+
+    async def on_error(self, ch: Channel, body: dict[str, Any]) -> None:
+        """The peer failed the channel: close it on chain with our latest commitment."""
+        self.log.warning("peer failed channel %s: %s", ch.cid.hex()[:16], body["data"])
+        self.events.emit("channel_error_received", channel_id=ch.cid, data=body["data"])
+        if ch.sm.can_move(ChannelState.FORCE_CLOSING):
+            await self.node.closing.force_close(ch, f"peer error: {body['data']}")
+
+    async def on_warning(self, ch: Channel, body: dict[str, Any]) -> None:
+        self.log.warning("peer warning on %s: %s", ch.cid.hex()[:16], body["data"])
+
+    async def on_update_add_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
+        htlc = ch.receive_add(body, self.node.height)
+        self.events.emit("htlc_received", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         amount_msat=htlc.amount_msat, payment_hash=htlc.payment_hash)
+
+    async def on_update_fulfill_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
+        htlc = ch.receive_fulfill(body["id"], body["payment_preimage"])
+        self.save(ch)  # never forget a preimage
+        self.events.emit("htlc_settled", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="out")
+        if self.on_htlc_fulfilled is not None:
+            await self.on_htlc_fulfilled(ch, htlc, body["payment_preimage"])
+
+    async def on_update_fail_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
+        htlc = ch.offered_htlc(body["id"])
+        ch.ledger.recv_fail(body["id"])
+        self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="out")
+        if self.on_htlc_failed is not None:
+            await self.on_htlc_failed(ch, htlc, {"reason": body["reason"]})
+
+    async def on_update_fail_malformed_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
+        if not body["failure_code"] & 0x8000:
+            raise ProtocolViolation("update_fail_malformed_htlc without the BADONION bit")
+        htlc = ch.offered_htlc(body["id"])
+        ch.ledger.recv_fail(body["id"])
+        self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="out", malformed=True)
+        if self.on_htlc_failed is not None:
+            await self.on_htlc_failed(ch, htlc, {"malformed_code": body["failure_code"]})
+
+    async def on_update_fee(self, ch: Channel, body: dict[str, Any]) -> None:
+        if ch.local_is_opener:
+            raise ProtocolViolation("update_fee from the non-opener")
+        if not 253 <= body["feerate_per_kw"] <= 100_000:
+            raise ProtocolViolation(f"unreasonable feerate {body['feerate_per_kw']}")
+        ch.ledger.recv_fee(body["feerate_per_kw"])
+
+    async def on_commitment_signed(self, ch: Channel, body: dict[str, Any]) -> None:
+        ctn = ch.ledger.recv_commit()
+        ch.check_local_sigs(ctn, body["signature"], body["htlc_signatures"])
+        ch.accept_local_sigs(ctn, body["signature"], body["htlc_signatures"])
+        secret = ch.local_secret(ctn - 1)
+        ch.ledger.send_revoke()
+        ch.last_sent = "revoke"
+        self.save(ch)  # persist before revoking: the old state is dead from here on
+        self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
+        await self.send(ch, "revoke_and_ack", {
+            "channel_id": ch.cid, "per_commitment_secret": secret,
+            "next_per_commitment_point": ch.local_point(ctn + 1)})
+        self.schedule_commit(ch)
+
+    async def on_revoke_and_ack(self, ch: Channel, body: dict[str, Any]) -> None:
+        if not ch.ledger.awaiting_revoke():
+            raise ProtocolViolation("revoke_and_ack without a commitment_signed to answer")
+        revoked = ch.ledger.ctn_latest(Side.REMOTE) - 1
+        secret = body["per_commitment_secret"]
+        from emulator.crypto.keys import per_commitment_point
+        if per_commitment_point(secret) != ch.remote_points.get(revoked):
+            raise ProtocolViolation(f"revocation secret does not match commitment {revoked}")
+        ch.revocations.insert(shachain.index_for_commitment(revoked), secret)
+        ch.remote_points[revoked + 2] = body["next_per_commitment_point"]
+        ch.remote_points.pop(revoked - 1, None)
+        ch.ledger.recv_revoke()
+        self.save(ch)
+        self.events.emit("revocation", channel_id=ch.cid, ctn=revoked, side="remote")
+        await self.node.closing.maybe_negotiate(ch)
+        await self.resume_incoming(ch)
+        self.schedule_commit(ch)
+
+    async def resume_incoming(self, ch: Channel) -> None:
+        """Hand every irrevocably committed, unresolved incoming HTLC to the payee or
+        forwarder once (after a restart, again: nothing is lost)."""
+        if self.on_incoming_htlc is None or ch.state != ChannelState.OPEN:
+            return
+        handled = self._handled.setdefault(ch.cid, set())
+        for htlc_id in ch.ledger.irrevocably_added(Side.REMOTE):
+            if htlc_id not in handled:
+                handled.add(htlc_id)
+                await self.on_incoming_htlc(ch, ch.ledger.get_htlc(Side.REMOTE, htlc_id))
+
+    async def check_deadlines(self, height: int) -> None:
+        """BOLT 2: an HTLC its peer does not resolve in time fails the channel on chain."""
+        margin = self.node.config.timers.htlc_deadline_blocks
+        for ch in list(self.channels.values()):
+            if ch.ledger is None or not ch.sm.can_move(ChannelState.FORCE_CLOSING) or \
+                    ch.onchain.get("data_loss"):
+                continue
+            for offerer, htlc in ch.ledger.htlcs(Side.LOCAL):
+                ours_expiring = offerer == Side.LOCAL and height >= htlc.cltv_expiry - margin + 1
+                theirs_known = offerer == Side.REMOTE and htlc.payment_hash in ch.preimages \
+                    and height >= htlc.cltv_expiry - margin
+                if ours_expiring or theirs_known:
+                    await self.node.closing.force_close(
+                        ch, f"HTLC {htlc.htlc_id} ({offerer.name.lower()}) reaches its "
+                            f"deadline at height {height} (expiry {htlc.cltv_expiry})")
+                    break
+
+    # --- local operations -------------------------------------------------------------
+    async def add_htlc(self, ch: Channel, amount_msat: int, payment_hash: bytes,
+                       cltv_expiry: int, onion: bytes) -> Htlc:
+        """Offer an HTLC on ``ch`` (checked first); the commitment follows."""
+        if not self.node.links.is_connected(ch.peer_id):
+            raise ChannelError("peer is not connected")
+        ch.check_can_add(amount_msat, cltv_expiry, self.node.height)
+        htlc = ch.ledger.send_add(amount_msat, payment_hash, cltv_expiry, onion)
+        self.events.emit("htlc_offered", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         amount_msat=amount_msat, payment_hash=payment_hash)
+        await self.send(ch, "update_add_htlc", {
+            "channel_id": ch.cid, "id": htlc.htlc_id, "amount_msat": amount_msat,
+            "payment_hash": payment_hash, "cltv_expiry": cltv_expiry,
+            "onion_routing_packet": onion})
+        self.schedule_commit(ch)
+        return htlc
+
+    async def fulfill_htlc(self, ch: Channel, htlc: Htlc, preimage: bytes) -> None:
+        """Settle an HTLC the peer offered us."""
+        ch.ledger.send_settle(htlc.htlc_id)
+        ch.preimages[htlc.payment_hash] = preimage
+        self.save(ch)
+        self.events.emit("htlc_settled", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="in",
+                         amount_msat=htlc.amount_msat)
+        await self.send(ch, "update_fulfill_htlc", {"channel_id": ch.cid, "id": htlc.htlc_id,
+                                                     "payment_preimage": preimage})
+        self.schedule_commit(ch)
+
+    async def fail_htlc(self, ch: Channel, htlc: Htlc, reason: bytes) -> None:
+        """Fail an HTLC the peer offered us, with an (encrypted) error onion."""
+        ch.ledger.send_fail(htlc.htlc_id)
+        body = {"channel_id": ch.cid, "id": htlc.htlc_id, "reason": reason}
+        ch.sent_fails[htlc.htlc_id] = ("update_fail_htlc", body)
+        self.save(ch)
+        self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="in")
+        await self.send(ch, "update_fail_htlc", body)
+        self.schedule_commit(ch)
+
+    async def fail_malformed(self, ch: Channel, htlc: Htlc, exc: Any) -> None:
+        """BOLT 4: an onion we could not parse goes back as update_fail_malformed_htlc."""
+        ch.ledger.send_fail(htlc.htlc_id)
+        body = {"channel_id": ch.cid, "id": htlc.htlc_id,
+                "sha256_of_onion": exc.sha256_of_onion, "failure_code": int(exc.failure_code)}
+        ch.sent_fails[htlc.htlc_id] = ("update_fail_malformed_htlc", body)
+        self.save(ch)
+        self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
+                         payment_hash=htlc.payment_hash, direction="in", malformed=True)
+        await self.send(ch, "update_fail_malformed_htlc", body)
+        self.schedule_commit(ch)
+
+    def new_index(self) -> int:
+        """The next channel index (for key derivation); persisted."""
+        index = self.store.value("next_channel_index", 0)
+        self.store.set_value("next_channel_index", index + 1)
+        return index
+
+    def temp_id(self) -> bytes:
+        return os.urandom(32)
+
+    def check_open(self, cid: Any) -> Channel:
+        ch = self.get(cid)
+        if ch.state != ChannelState.OPEN:
+            raise BadRequest(f"channel {ch.cid.hex()} is {ch.state.name}")
+        return ch

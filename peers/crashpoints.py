@@ -1,0 +1,53 @@
+"""In-process crash points for crash-safety tests (like Core Lightning's dev-disconnect).
+
+``LNEMU_CRASH_AT`` names one point, e.g. ``before_send:commitment_signed`` or
+``after_recv:revoke_and_ack:2`` (the 2nd time). When the process reaches it, it
+exits at once with status 137, exactly as a SIGKILL would leave it — no clean-up,
+no flush beyond what was already committed to disk.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+ENV = "LNEMU_CRASH_AT"
+EXIT_CODE = 137
+PHASES = ("before_send", "after_send", "before_recv", "after_recv")
+
+_counts: Counter[str] = Counter()
+_runtime: str | None = None
+
+
+def set_target(spec: str | None) -> None:
+    """Arm (or with None, disarm) a crash point at run time (the dev_crashat verb)."""
+    global _runtime
+    if spec:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or parts[0] not in PHASES or (
+                len(parts) == 3 and not parts[2].isdigit()):
+            raise ValueError(f"crash point must be PHASE:MESSAGE[:N] with PHASE one of "
+                             f"{', '.join(PHASES)}; got {spec!r}")
+    _runtime = spec or None
+    _counts.clear()
+
+
+def _target() -> tuple[str, int] | None:
+    spec = _runtime if _runtime is not None else os.environ.get(ENV, "")
+    if not spec:
+        return None
+    parts = spec.split(":")
+    nth = int(parts[2]) if len(parts) > 2 else 1
+    return f"{parts[0]}:{parts[1]}", nth
+
+
+def reach(phase: str, message_type: str) -> None:
+    """Mark that ``phase`` of ``message_type`` happened; exit if it is the crash point."""
+    target = _target()
+    if target is None:
+        return
+    point = f"{phase}:{message_type}"
+    if point != target[0]:
+        return
+    _counts[point] += 1
+    if _counts[point] == target[1]:
+        os._exit(EXIT_CODE)

@@ -1,0 +1,102 @@
+"""Channel and payment verbs of the peer's control RPC (Core Lightning names)."""
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.errors import BadRequest
+from peers import crashpoints
+from peers.channel import Channel
+from peers.channel_state import ChannelState
+from peers.htlc_ledger import Side
+
+
+def channel_summary(ch: Channel) -> dict[str, Any]:
+    """What ``listchannels`` shows of one channel."""
+    info: dict[str, Any] = {
+        "channel_id": ch.cid, "peer_id": ch.peer_id, "state": ch.state.name,
+        "opener": "local" if ch.local_is_opener else "remote", "capacity_sat": ch.funding_sat,
+        "short_channel_id": ch.short_channel_id,
+        "funding_txid": ch.funding_outpoint.txid if ch.funding_outpoint else None}
+    if ch.ledger is None:
+        return info
+    led = ch.ledger
+    local_ctn = led.ctn_latest(Side.LOCAL)
+    htlcs = led.htlcs(Side.LOCAL, local_ctn)
+    info.update(
+        local_msat=led.balance_msat(Side.LOCAL, Side.LOCAL, local_ctn),
+        remote_msat=led.balance_msat(Side.REMOTE, Side.LOCAL, local_ctn),
+        local_reserve_sat=ch.remote.channel_reserve_sat if ch.remote else None,
+        remote_reserve_sat=ch.local.channel_reserve_sat,
+        htlcs=[{"direction": "out" if side == Side.LOCAL else "in", "id": h.htlc_id,
+                "amount_msat": h.amount_msat, "payment_hash": h.payment_hash,
+                "cltv_expiry": h.cltv_expiry} for side, h in htlcs],
+        in_flight_msat=sum(h.amount_msat for _, h in htlcs),
+        commitment_number=local_ctn, remote_commitment_number=led.ctn_latest(Side.REMOTE),
+        feerate_per_kw=led.feerate(Side.LOCAL, local_ctn))
+    if ch.onchain:
+        info["onchain"] = {k: v for k, v in ch.onchain.items() if k != "revocation_secret"}
+    return info
+
+
+class ChannelVerbs:
+    """Mixed into the peer service; ``self`` is the PeerService."""
+
+    async def rpc_fundchannel(self, node_id: Any, amount_sat: int,
+                              push_msat: int = 0) -> dict[str, Any]:
+        """Open a channel of amount_sat to a connected peer (optionally pushing push_msat)."""
+        from peers.node import pubkey_arg
+        ch = await self.opening.fundchannel(pubkey_arg(node_id, "node_id"), amount_sat,
+                                            push_msat)
+        return {"channel_id": ch.cid, "funding_txid": ch.funding_outpoint.txid,
+                "state": ch.state.name}
+
+    async def rpc_listchannels(self) -> list[dict[str, Any]]:
+        """Every channel: balances (msat), reserves, HTLCs in flight, state."""
+        return [channel_summary(ch) for ch in self.channels.channels.values()
+                if ch.state != ChannelState.ABORTED]
+
+    async def rpc_close(self, channel_id: Any, force: bool = False) -> dict[str, Any]:
+        """Close a channel cooperatively, or with force=True by broadcasting our commitment."""
+        ch = self.channels.get(channel_id)
+        if force:
+            await self.closing.force_close(ch, "requested by the operator")
+        else:
+            await self.closing.close(ch)
+        return {"channel_id": ch.cid, "state": ch.state.name}
+
+    async def rpc_invoice(self, amount_msat: int | None = None, description: str = "",
+                          expiry: int = 3600) -> dict[str, Any]:
+        """Create a BOLT 11 invoice (amount_msat omitted: any amount)."""
+        return self.payments.create_invoice(amount_msat, description, expiry)
+
+    async def rpc_pay(self, bolt11: str, amount_msat: int | None = None,
+                      timeout: float = 60.0) -> dict[str, Any]:
+        """Pay a BOLT 11 invoice; returns the preimage or fails with the reason."""
+        if not isinstance(bolt11, str):
+            raise BadRequest("bolt11 must be a string")
+        return await self.payments.pay(bolt11, amount_msat, timeout)
+
+    async def rpc_listinvoices(self) -> list[dict[str, Any]]:
+        """Invoices with their status."""
+        return self.payments.list_invoices()
+
+    async def rpc_listpayments(self) -> list[dict[str, Any]]:
+        """Outgoing payments with status, fee and attempts."""
+        return self.payments.list_payments()
+
+    async def rpc_cheat(self, channel_id: Any, commitment_number: int | None = None
+                        ) -> dict[str, Any]:
+        """Dev/chaos: broadcast one of our revoked commitments (the peer should punish)."""
+        ch = self.channels.get(channel_id)
+        old = ch.revoked_local(commitment_number)
+        self.events.emit("cheat", channel_id=ch.cid, commitment_number=old[0], txid=old[1].txid)
+        await self.chain.call("submittx", tx=old[1].to_wire())
+        return {"channel_id": ch.cid, "commitment_number": old[0], "txid": old[1].txid}
+
+    async def rpc_dev_crashat(self, point: str | None = None) -> str | None:
+        """Dev: exit at a crash point such as before_send:commitment_signed[:N]."""
+        try:
+            crashpoints.set_target(point)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return point
