@@ -37,7 +37,8 @@ def _f(spec: str) -> tuple[Field, ...]:
 # Peer-to-peer (BOLT 1, 2, 7) plus lnemu's transport-level ``disconnect``.
 P2P_MESSAGES: dict[str, tuple[Field, ...]] = {
     # BOLT 1
-    "init": _f("session:bytes, node_id:pubkey, features:int, networks?:list, alias?:str"),
+    "init": _f("session:bytes, node_id:pubkey, features:int, networks?:list, alias?:str,"
+               "address?:str"),
     "error": _f("channel_id:bytes32, data:str"),
     "warning": _f("channel_id:bytes32, data:str"),
     "ping": _f("num_pong_bytes:u16, ignored?:bytes"),

@@ -125,6 +125,23 @@ class Network:
     def process(self, name: str) -> ManagedProcess:
         return self.sup.processes[name]
 
+    def restart(self, name: str, *, died_on_purpose: bool = False,
+                ready_timeout: float = 30.0) -> None:
+        """Start ``name`` again from its data directory (after a crash point or a kill)."""
+        proc = self.process(name)
+        if proc.running:
+            proc.stop()
+        elif died_on_purpose:
+            proc.expected_exit = True
+        proc.start()
+        proc.wait_ready(ready_timeout)
+
+    def wait_dead(self, name: str, timeout: float = 20.0) -> int:
+        """Wait until ``name`` has exited (e.g. at a crash point); its exit code."""
+        proc = self.process(name)
+        wait_for(lambda: not proc.running, timeout, what=f"{name} to exit")
+        return proc.returncode
+
     def wait_connected(self, timeout: float = 20.0) -> None:
         """Wait until every configured link is up on both ends."""
         def all_up() -> bool:

@@ -39,6 +39,7 @@ class ChannelManager:
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
         self._commit_scheduled: set[bytes] = set()
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
+        self.withhold_revoke = False  # dev/chaos: a byzantine peer that never revokes
 
     # --- storage ------------------------------------------------------------------
     def load(self) -> None:
@@ -215,6 +216,8 @@ class ChannelManager:
         ch.last_sent = "revoke"
         self.save(ch)  # persist before revoking: the old state is dead from here on
         self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
+        if self.withhold_revoke:
+            return
         await self.send(ch, "revoke_and_ack", {
             "channel_id": ch.cid, "per_commitment_secret": secret,
             "next_per_commitment_point": ch.local_point(ctn + 1)})
@@ -248,6 +251,10 @@ class ChannelManager:
             if htlc_id not in handled:
                 handled.add(htlc_id)
                 await self.on_incoming_htlc(ch, ch.ledger.get_htlc(Side.REMOTE, htlc_id))
+
+    def forget_handled(self, ch: Channel) -> None:
+        """Incoming HTLCs of ``ch`` are handed on again by the next resume_incoming."""
+        self._handled.pop(ch.cid, None)
 
     async def check_deadlines(self, height: int) -> None:
         """BOLT 2: an HTLC its peer does not resolve in time fails the channel on chain."""

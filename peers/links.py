@@ -51,6 +51,7 @@ class Link:
     inbound: InboundSession = field(default_factory=InboundSession)
     connected: bool = False
     alias: str = ""
+    address: str | None = None  # where the peer says it listens (from its init)
     pong_due: float | None = None  # loop time by which a pong must arrive
     backoff: float = 0.0
     reader: asyncio.Task | None = None
@@ -68,6 +69,7 @@ class LinkManager:
     def __init__(self, ctx: zmq.asyncio.Context, node_id: bytes, p2p: str, timers: Timers,
                  events: EventEmitter, log: logging.Logger, handler: Handler,
                  alias: str = "") -> None:
+        self.address = p2p
         self.ctx, self.node_id, self.timers = ctx, node_id, timers
         self.events, self.log, self.handler, self.alias = events, log, handler, alias
         self.router = transport.router(ctx, p2p)
@@ -79,8 +81,15 @@ class LinkManager:
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("p2p task died: %r", exc, exc_info=exc)
+            self.events.emit("error", where="p2p", error=repr(exc))
 
     async def start(self) -> None:
         self._spawn(self._read_router())
@@ -207,7 +216,7 @@ class LinkManager:
     async def _send_init(self, link: Link) -> None:
         session, seq = link.outbound.stamp()
         body = {"session": session, "node_id": self.node_id, "features": FEATURES,
-                "alias": self.alias}
+                "alias": self.alias, "address": self.address}
         data = envelope.pack("init", body, sender=self.node_id, session=session, seq=seq)
         try:
             await self._send_raw(link, data)
@@ -297,13 +306,20 @@ class LinkManager:
     async def _on_session_message(self, link: Link, env: Envelope, new_session: bool) -> None:
         if env.type == "init":
             link.alias = env.body.get("alias", "")
+            if env.body.get("address"):
+                link.address = env.body["address"]
             if link.direction == "in":
                 await self._send_init(link)
             link.connected, link.backoff, link.pong_due = True, 0.0, None
             self.events.emit("connected", peer=link.node_id, direction=link.direction,
                              alias=link.alias)
             if self.on_connected is not None:
-                await self.on_connected(link.node_id)
+                try:
+                    await self.on_connected(link.node_id)
+                except Exception as exc:  # must not stop the link's reader
+                    self.log.error("p2p: after connecting %s: %r", link.node_id.hex()[:16],
+                                   exc, exc_info=exc)
+                    self.events.emit("error", where="on_connected", error=repr(exc))
             return
         if env.type == "ping":
             await self._safe_send(link, "pong", {"ignored": bytes(env.body["num_pong_bytes"])})

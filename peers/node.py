@@ -93,6 +93,7 @@ class PeerService(ChannelVerbs, Service):
     async def setup(self) -> None:
         self.chain = AsyncRpcClient(self.ctx, self.config.chain_control)
         self.channels.load()
+        self.payments.reconcile()
         self.links = LinkManager(self.ctx, self.node_id, self.config.p2p, self.config.timers,
                                  self.events, self.log, self.on_message, self.config.alias)
         self.links.on_connected = self.reestablish.on_connected
@@ -106,6 +107,15 @@ class PeerService(ChannelVerbs, Service):
         for target in self.config.connect:
             await self.links.connect(pubkey_arg(target["node_id"], "node_id"),
                                      target["endpoint"])
+        await self._redial_channel_peers()
+
+    async def _redial_channel_peers(self) -> None:
+        """After a restart, dial every peer we have a live channel with (as nodes do)."""
+        known = self.store.value("peer_addresses", {})
+        for ch in self.channels.channels.values():
+            address = known.get(ch.peer_id)
+            if address and ch.peer_id not in self.links.links and ch.sm.is_active:
+                await self.links.connect(ch.peer_id, address)
 
     async def teardown(self) -> None:
         if self.links:
@@ -146,6 +156,8 @@ class PeerService(ChannelVerbs, Service):
 
     async def _broadcast_confirmed(self, item: dict[str, Any], tx: Tx, height: int) -> None:
         self.events.emit("tx_confirmed", txid=tx.txid, height=height, purpose=item["purpose"])
+        if item["purpose"] in ("htlc-timeout", "htlc-timeout claim"):
+            await self.payments.on_htlc_timed_out_onchain(item["payment_hash"])
         if "second_stage" in item and item["channel_id"] in self.channels.channels:
             ch = self.channels.channels[item["channel_id"]]
             await self.onchain.second_stage_confirmed(ch, item, tx)

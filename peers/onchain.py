@@ -39,6 +39,13 @@ class OnchainResolver:
     def dest(self) -> list:
         return policy.pk(self.node.wallet.key(0))
 
+    def _learn_invoice_preimages(self, ch: Channel) -> None:
+        """HTLCs paying our invoices can be claimed on chain even if held off chain."""
+        for _, htlc in ch.ledger.htlcs(Side.LOCAL):
+            preimage = self.node.payments.preimage_for(htlc.payment_hash)
+            if preimage is not None:
+                ch.preimages.setdefault(htlc.payment_hash, preimage)
+
     async def on_block(self, height: int, txs: list[Tx]) -> None:
         for ch in list(self.manager.channels.values()):
             if ch.funding_outpoint is None or ch.state in (ChannelState.CLOSED,
@@ -66,6 +73,7 @@ class OnchainResolver:
                               kind=ch.onchain["kind"])
 
     async def _commitment_spent(self, ch: Channel, tx: Tx) -> None:
+        self._learn_invoice_preimages(ch)
         try:
             n = cm.commitment_number_from_tx(tx, ch.obscuring_factor)
         except LnemuError:
@@ -110,7 +118,8 @@ class OnchainResolver:
                 continue  # no preimage: the peer times it out
             await self.node.broadcaster.add(
                 final, "htlc-timeout" if out.offered else "htlc-success", ch.cid,
-                second_stage={"n": n, "amount_sat": final.outputs[0].amount_sat})
+                second_stage={"n": n, "amount_sat": final.outputs[0].amount_sat},
+                payment_hash=out.payment_hash)
 
     async def second_stage_confirmed(self, ch: Channel, item: dict[str, Any], tx: Tx) -> None:
         """Our HTLC-timeout/success tx confirmed: sweep its delayed output later."""
@@ -137,27 +146,37 @@ class OnchainResolver:
             if not out.offered:  # they received it: we offered, reclaim after expiry
                 inp = sweeps.received_timeout_input(op, out.amount_sat, out.cond, htlc_priv,
                                                     out.cltv_expiry)
+                await self._sweep(ch, [inp], "htlc-timeout claim", payment_hash=out.payment_hash)
             elif out.payment_hash in ch.preimages:  # they offered, we know the preimage
                 inp = sweeps.offered_preimage_input(op, out.amount_sat, out.cond, htlc_priv,
                                                     out.payment_hash,
                                                     ch.preimages[out.payment_hash])
-            else:
-                continue
-            await self._sweep(ch, [inp], "htlc claim")
+                await self._sweep(ch, [inp], "htlc claim")
 
     # --- a revoked commitment: the penalty ---------------------------------------------
     async def _punish(self, ch: Channel, n: int, tx: Tx) -> None:
+        await self._sweep_our_to_remote(ch, tx)
         try:
             secret = ch.revocations.get(shachain.index_for_commitment(n))
         except shachain.ShachainError:
-            self.node.log.error("commitment %d on chain is neither current nor revoked", n)
-            ch.onchain["kind"] = "unknown"
+            # newer than anything we know: we lost data; to_remote (above) is all we can take
+            self.node.log.warning("commitment %d on chain is newer than our state", n)
+            ch.onchain["kind"] = "future"
             return
         point = per_commitment_point(secret)
         keys = cm.commitment_keys(point, ch.remote.basepoints, ch.local.basepoints)
         ch.onchain.update(revocation_secret=secret, revocation_pubkey=keys.revocation_pubkey)
         self.node.events.emit("breach_detected", channel_id=ch.cid, ctn=n, txid=tx.txid)
         await self._justice(ch, tx)
+
+    async def _sweep_our_to_remote(self, ch: Channel, tx: Tx) -> None:
+        """Our untweaked to_remote output (option_static_remotekey) on their commitment."""
+        mine = policy.pk(ch.local.basepoints.payment_basepoint)
+        for vout, out in enumerate(tx.outputs):
+            if out.cond == mine:
+                inp = sweeps.to_remote_input(OutPoint(tx.txid, vout), out.amount_sat, out.cond,
+                                             ch.secrets.payment_privkey())
+                await self._sweep(ch, [inp], "to_remote sweep")
 
     async def _justice(self, ch: Channel, tx: Tx) -> None:
         outputs = sweeps.revocable_outputs(tx, ch.onchain["revocation_pubkey"])
@@ -184,7 +203,9 @@ class OnchainResolver:
         ch.onchain["watch"] = [w for w in watch if w not in hit]
         for witness in tx.witnesses:
             for payment_hash, preimage in witness.preimages.items():
-                ch.preimages.setdefault(payment_hash, preimage)
+                if payment_hash not in ch.preimages:
+                    ch.preimages[payment_hash] = preimage
+                    await self.node.payments.on_preimage_onchain(payment_hash, preimage)
         if ch.onchain.get("kind") == "revoked" and tx.txid not in self._ours(ch):
             await self._justice(ch, tx)  # a second-stage tx of the cheater's: sweep it too
         self.manager.save(ch)
@@ -192,13 +213,14 @@ class OnchainResolver:
     def _ours(self, ch: Channel) -> set[bytes]:
         return {item["txid"] for item in self.node.broadcaster.for_channel(ch.cid)}
 
-    async def _sweep(self, ch: Channel, inputs: list[sweeps.SweepInput], purpose: str) -> None:
+    async def _sweep(self, ch: Channel, inputs: list[sweeps.SweepInput], purpose: str,
+                     **extra: Any) -> None:
         try:
             tx = sweeps.sweep_tx(inputs, self.dest, SWEEP_FEERATE)
         except sweeps.SweepError as exc:
             self.node.log.info("channel %s: %s skipped: %s", ch.cid.hex()[:16], purpose, exc)
             return
-        await self.node.broadcaster.add(tx, purpose, ch.cid)
+        await self.node.broadcaster.add(tx, purpose, ch.cid, **extra)
 
     def _maybe_closed(self, ch: Channel) -> None:
         if not ch.onchain.get("commitment_txid") or ch.state == ChannelState.CLOSED:

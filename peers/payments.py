@@ -20,7 +20,7 @@ from emulator.crypto.failures import FailureCode
 from emulator.errors import BadRequest, LnemuError
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Htlc
+from peers.htlc_ledger import Htlc, Side
 from peers.onion_payloads import HopPayload, PayloadError, decode_payload, unknown_payment_details
 
 
@@ -45,6 +45,8 @@ class Payments:
         self.node = node
         self.store = node.store
         self.waiting: dict[bytes, asyncio.Future] = {}
+        self.hold = False  # dev/chaos: keep incoming HTLCs unresolved (jamming)
+        self.held: list[tuple[bytes, int]] = []
 
     # --- invoices ---------------------------------------------------------------------
     def create_invoice(self, amount_msat: int | None, description: str,
@@ -76,7 +78,7 @@ class Payments:
 
     # --- paying ---------------------------------------------------------------------------
     async def pay(self, text: str, amount_msat: int | None = None,
-                  timeout: float = 60.0) -> dict[str, Any]:
+                  timeout: float = 60.0, wait: bool = True) -> dict[str, Any]:
         """Pay a BOLT 11 invoice; wait for the preimage or the failure."""
         try:
             inv = bolt11.decode(text)
@@ -96,7 +98,7 @@ class Payments:
                                 f"{existing['status']}")
         final = HopPayload(amount, 0, payment_secret=inv.payment_secret, total_msat=amount)
         return await self.send_to_route(inv.payee, inv.payment_hash, final, amount,
-                                        inv.min_final_cltv_expiry_delta, timeout, text)
+                                        inv.min_final_cltv_expiry_delta, timeout, text, wait)
 
     def _direct_channel(self, node_id: bytes, amount_msat: int) -> Channel:
         for ch in self.node.channels.with_peer(node_id):
@@ -107,7 +109,7 @@ class Payments:
 
     async def send_to_route(self, dest: bytes, payment_hash: bytes, final: HopPayload,
                             amount_msat: int, final_cltv_delta: int, timeout: float,
-                            bolt11_text: str = "") -> dict[str, Any]:
+                            bolt11_text: str = "", wait: bool = True) -> dict[str, Any]:
         """One attempt over a direct channel to ``dest`` (routes come with issue 6)."""
         ch = self._direct_channel(dest, amount_msat)
         cltv = self.node.height + final_cltv_delta + 2
@@ -124,7 +126,9 @@ class Payments:
         future = asyncio.get_running_loop().create_future()
         self.waiting[payment_hash] = future
         try:
-            await self.node.channels.add_htlc(ch, amount_msat, payment_hash, cltv, onion)
+            htlc = await self.node.channels.add_htlc(ch, amount_msat, payment_hash, cltv, onion)
+            if not wait:
+                return {**record, "htlc_id": htlc.htlc_id, "channel_id": ch.cid}
             outcome = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise PaymentFailed(f"no outcome within {timeout:.0f}s; the HTLC stays in "
@@ -154,6 +158,32 @@ class Payments:
 
     async def on_htlc_fulfilled(self, ch: Channel, htlc: Htlc, preimage: bytes) -> None:
         self._finish(htlc.payment_hash, "succeeded", preimage=preimage)
+
+    def reconcile(self) -> None:
+        """After a restart: settle the records of payments whose outcome was decided
+        while we were down, or whose HTLC never reached a commitment."""
+        for record in self.store.all("payments"):
+            if record["status"] != "pending":
+                continue
+            payment_hash = record["payment_hash"]
+            channel = self.node.channels.channels.get(record["attempts"][-1]["channel_id"])
+            if channel is not None and payment_hash in channel.preimages:
+                self._finish(payment_hash, "succeeded", preimage=channel.preimages[payment_hash])
+            elif channel is None or channel.ledger is None or not any(
+                    h.payment_hash == payment_hash for side in (Side.LOCAL, Side.REMOTE)
+                    for _, h in channel.ledger.htlcs(side) + channel.ledger.htlcs_pending(side)):
+                self._finish(payment_hash, "failed",
+                             failure="the HTLC never reached a commitment (restart)")
+
+    async def on_preimage_onchain(self, payment_hash: bytes, preimage: bytes) -> None:
+        """The payee claimed our HTLC on chain: the payment succeeded."""
+        if self.store.get("payments", payment_hash) is not None:
+            self._finish(payment_hash, "succeeded", preimage=preimage)
+
+    async def on_htlc_timed_out_onchain(self, payment_hash: bytes) -> None:
+        """Our HTLC came back to us on chain after its expiry: the payment failed."""
+        if self.store.get("payments", payment_hash) is not None:
+            self._finish(payment_hash, "failed", failure="HTLC timed out on chain")
 
     async def on_htlc_discarded(self, htlc: Htlc) -> None:
         """Our HTLC was never committed before the link dropped: the attempt failed."""
@@ -188,6 +218,11 @@ class Payments:
     # --- receiving -------------------------------------------------------------------------
     async def on_incoming_htlc(self, ch: Channel, htlc: Htlc) -> None:
         """An HTLC to us is irrevocably committed: settle it if it pays an invoice."""
+        if htlc.payment_hash in ch.preimages:
+            # we revealed this preimage before (a fulfill lost to a reconnect): once
+            # revealed, an HTLC can only be settled
+            await self.node.channels.fulfill_htlc(ch, htlc, ch.preimages[htlc.payment_hash])
+            return
         try:
             peeled = sphinx.peel_onion(htlc.onion, self.node.node_secret, htlc.payment_hash)
         except sphinx.OnionPeelError as exc:
@@ -202,6 +237,10 @@ class Payments:
         except PayloadError:
             await self._fail(ch, htlc, peeled.shared_secret, int(
                 FailureCode.INVALID_ONION_PAYLOAD).to_bytes(2, "big") + bytes(3))
+            return
+        if self.hold:
+            self.held.append((ch.cid, htlc.htlc_id))
+            self.node.events.emit("htlc_held", channel_id=ch.cid, htlc_id=htlc.htlc_id)
             return
         problem = self._check_final(htlc, payload)
         if problem is not None:
@@ -240,6 +279,11 @@ class Payments:
 
     async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
         await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))
+
+    def preimage_for(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of one of our invoices (to claim an HTLC on chain)."""
+        invoice = self.store.get("invoices", payment_hash)
+        return invoice["preimage"] if invoice else None
 
     def list_invoices(self) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "preimage" or r["status"] == "paid"}

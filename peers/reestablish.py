@@ -37,6 +37,12 @@ class Reestablish:
                 self.node.opening.abandon(ch, "peer disconnected during the opening")
 
     async def on_connected(self, peer_id: bytes) -> None:
+        link = self.node.links.links.get(peer_id)
+        if link is not None and link.address:
+            known = self.node.store.value("peer_addresses", {})
+            if known.get(peer_id) != link.address:
+                known[peer_id] = link.address
+                self.node.store.set_value("peer_addresses", known)
         for ch in self.manager.with_peer(peer_id):
             if ch.state not in LIVE or ch.ledger is None:
                 continue
@@ -49,6 +55,7 @@ class Reestablish:
         ch.ledger.discard_unsigned_updates(Side.LOCAL)
         ch.ledger.discard_unsigned_updates(Side.REMOTE)
         self.manager.save(ch)
+        self.manager.forget_handled(ch)  # a discarded settle or fail must be made again
         for htlc_id, htlc in sorted(offered.items()):
             if ch.ledger.get_htlc(Side.LOCAL, htlc_id) != htlc:
                 await self.node.payments.on_htlc_discarded(htlc)

@@ -32,7 +32,10 @@ def channel_summary(ch: Channel) -> dict[str, Any]:
                 "cltv_expiry": h.cltv_expiry} for side, h in htlcs],
         in_flight_msat=sum(h.amount_msat for _, h in htlcs),
         commitment_number=local_ctn, remote_commitment_number=led.ctn_latest(Side.REMOTE),
-        feerate_per_kw=led.feerate(Side.LOCAL, local_ctn))
+        feerate_per_kw=led.feerate(Side.LOCAL, local_ctn),
+        quiescent=not (htlcs or led.htlcs(Side.REMOTE) or led.awaiting_revoke()
+                       or led.has_changes_to_sign(Side.LOCAL)
+                       or led.has_changes_to_sign(Side.REMOTE)))
     if ch.onchain:
         info["onchain"] = {k: v for k, v in ch.onchain.items() if k != "revocation_secret"}
     return info
@@ -70,11 +73,44 @@ class ChannelVerbs:
         return self.payments.create_invoice(amount_msat, description, expiry)
 
     async def rpc_pay(self, bolt11: str, amount_msat: int | None = None,
-                      timeout: float = 60.0) -> dict[str, Any]:
-        """Pay a BOLT 11 invoice; returns the preimage or fails with the reason."""
+                      timeout: float = 60.0, wait: bool = True) -> dict[str, Any]:
+        """Pay a BOLT 11 invoice; returns the preimage or fails with the reason
+        (wait=False returns once the HTLC is offered)."""
         if not isinstance(bolt11, str):
             raise BadRequest("bolt11 must be a string")
-        return await self.payments.pay(bolt11, amount_msat, timeout)
+        return await self.payments.pay(bolt11, amount_msat, timeout, wait)
+
+    async def rpc_dev_hold(self, hold: bool = True) -> dict[str, Any]:
+        """Dev/chaos: hold incoming HTLCs without settling or failing them (jamming)."""
+        self.payments.hold = bool(hold)
+        return {"hold": self.payments.hold, "held": len(self.payments.held)}
+
+    async def rpc_dev_sendhtlc(self, node_id: Any, amount_msat: int,
+                               payment_hash: Any = None) -> dict[str, Any]:
+        """Dev: offer a direct HTLC for a payment hash (random if omitted); no wait."""
+        import os
+
+        from peers.node import pubkey_arg
+        from peers.onion_payloads import HopPayload
+        digest = bytes.fromhex(payment_hash) if isinstance(payment_hash, str) else \
+            payment_hash or os.urandom(32)
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise BadRequest("payment_hash must be 32 bytes")
+        final = HopPayload(amount_msat, 0)
+        return await self.payments.send_to_route(
+            pubkey_arg(node_id, "node_id"), digest, final, amount_msat,
+            self.config.timers.min_final_cltv_expiry_delta, 0, wait=False)
+
+    async def rpc_dev_withhold_revoke(self, withhold: bool = True) -> bool:
+        """Dev/chaos: stop sending revoke_and_ack (a byzantine peer)."""
+        self.channels.withhold_revoke = bool(withhold)
+        return self.channels.withhold_revoke
+
+    async def rpc_dev_sendraw(self, node_id: Any, type: str, body: dict) -> bool:
+        """Dev: send any schema-valid message in the session (for protocol-violation tests)."""
+        from peers.node import pubkey_arg
+        await self.links.send(pubkey_arg(node_id, "node_id"), type, body)
+        return True
 
     async def rpc_listinvoices(self) -> list[dict[str, Any]]:
         """Invoices with their status."""

@@ -1,0 +1,133 @@
+"""Channels end to end: payments both ways, cooperative close, penalty, force close."""
+from __future__ import annotations
+
+import pytest
+
+from emulator.network import PeerPlan
+from emulator.rpc import RpcError
+from emulator.waiting import wait_for
+from tests.lnhelpers import (
+    channel,
+    mine_until,
+    open_channel,
+    pay,
+    quiet,
+    state,
+    wealth,
+)
+
+pytestmark = pytest.mark.process
+PAIR = [PeerPlan("alice", 2_000_000, ("bob",)), PeerPlan("bob", 1_000_000)]
+CAPACITY = 1_000_000
+
+
+def test_payments_both_ways_then_cooperative_close(network_factory):
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY, push_msat=300_000_000)
+    a = channel(net, "alice", cid)
+    fee_msat = CAPACITY * 1000 - a["local_msat"] - a["remote_msat"]
+    assert a["remote_msat"] == 300_000_000 and fee_msat == 0  # fee is paid from to_local
+    expect_alice, expect_bob = a["local_msat"], a["remote_msat"]
+    for i in range(500):
+        amount = 1_000 + 7 * i
+        pay(net, "alice", "bob", amount)
+        pay(net, "bob", "alice", amount + 3)
+        expect_alice += 3
+        expect_bob -= 3
+        if i % 100 == 99:
+            wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+            assert channel(net, "alice", cid)["local_msat"] == expect_alice
+            assert channel(net, "bob", cid)["local_msat"] == expect_bob
+    payments = net.rpc("alice").call("listpayments")
+    assert len(payments) == 500 and all(p["status"] == "succeeded" for p in payments)
+    wallets_before = net.balances()
+    net.rpc("alice").call("close", channel_id=cid)
+    mine_until(net, lambda: state(net, "alice", cid) == "CLOSED" and
+               state(net, "bob", cid) == "CLOSED", what="both sides CLOSED")
+    closing_txid = channel(net, "alice", cid)["onchain"]["commitment_txid"]
+    closing = net.chain.call("gettx", txid=closing_txid)["tx"]
+    outputs = sorted(o["amount_sat"] for o in closing["outputs"])
+    total_in = CAPACITY
+    fee_sat = total_in - sum(outputs)
+    assert outputs == sorted([expect_alice // 1000 - fee_sat, expect_bob // 1000])
+    after = net.balances()
+    assert after["bob"] - wallets_before["bob"] == expect_bob // 1000
+    assert after["alice"] - wallets_before["alice"] == expect_alice // 1000 - fee_sat
+    assert net.chain.call("verify")["ok"]
+    assert wealth(net) == net.supply_sat
+
+
+def test_cheater_loses_everything_in_the_channel(network_factory):
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY)
+    for _ in range(3):
+        pay(net, "alice", "bob", 50_000_000)
+    net.rpc("bob").call("dev_hold", hold=True)
+    inv = net.rpc("bob").call("invoice", amount_msat=20_000_000, description="held")
+    net.rpc("alice").call("pay", bolt11=inv["bolt11"], wait=False)
+    wait_for(lambda: channel(net, "bob", cid)["htlcs"] and
+             net.sup.collector.events(kind="htlc_held"), 10, what="HTLC held by bob")
+    alice_wallet, bob_wallet = net.balances()["alice"], net.balances()["bob"]
+    cheat = net.rpc("alice").call("cheat", channel_id=cid)
+    mine_until(net, lambda: state(net, "bob", cid) == "CLOSED", what="bob punished alice")
+    assert net.sup.collector.events(kind="penalty"), "the chain saw no revocation spend"
+    assert net.sup.collector.events(kind="justice")
+    breach = net.chain.call("gettx", txid=cheat["txid"])["tx"]
+    breach_total = sum(o["amount_sat"] for o in breach["outputs"])
+    net.wait_synced()
+    after = net.balances()
+    assert after["alice"] == alice_wallet, "the cheater got something back"
+    bob_gain = after["bob"] - bob_wallet
+    assert breach_total - 5_000 < bob_gain < breach_total  # everything but sweep fees
+    assert net.chain.call("verify")["ok"]
+    assert wealth(net) == net.supply_sat
+
+
+def test_force_close_resolves_every_htlc_on_chain(network_factory):
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY, push_msat=400_000_000)
+    net.rpc("bob").call("dev_hold", hold=True)
+    net.rpc("alice").call("dev_hold", hold=True)
+    bob_inv = net.rpc("bob").call("invoice", amount_msat=30_000_000, description="claimed")
+    alice_inv = net.rpc("alice").call("invoice", amount_msat=40_000_000, description="claimed")
+    net.rpc("alice").call("pay", bolt11=bob_inv["bolt11"], wait=False)      # bob: preimage
+    net.rpc("alice").call("dev_sendhtlc", node_id=net.node_id("bob"),
+                          amount_msat=50_000_000)                            # times out
+    net.rpc("bob").call("pay", bolt11=alice_inv["bolt11"], wait=False)      # alice: preimage
+    wait_for(lambda: len(channel(net, "alice", cid)["htlcs"]) == 3 and
+             len(channel(net, "bob", cid)["htlcs"]) == 3, 10, what="3 HTLCs committed")
+    net.rpc("alice").call("close", channel_id=cid, force=True)
+    mine_until(net, lambda: state(net, "alice", cid) == "CLOSED" and
+               state(net, "bob", cid) == "CLOSED", 90, what="every HTLC resolved")
+    by_hash = {p["payment_hash"]: p["status"] for p in net.rpc("alice").call("listpayments")}
+    assert by_hash[bob_inv["payment_hash"]] == "succeeded"
+    assert sorted(by_hash.values()) == ["failed", "succeeded"]
+    assert net.rpc("bob").call("listpayments")[0]["status"] == "succeeded"
+    assert net.chain.call("verify")["ok"]
+    assert wealth(net) == net.supply_sat
+
+
+def test_bad_requests_on_channels_are_typed(network_factory):
+    net = network_factory(PAIR)
+    net.wait_connected()
+    alice = net.rpc("alice")
+    for args, code in [
+        ({"node_id": net.node_id("bob"), "amount_sat": 10}, "bad_request"),
+        ({"node_id": net.node_id("bob"), "amount_sat": 10**9}, "bad_request"),
+        ({"node_id": "02" + "00" * 32, "amount_sat": 100_000}, "channel_error"),
+        ({"node_id": net.node_id("bob"), "amount_sat": 100_000, "push_msat": -1},
+         "bad_request"),
+    ]:
+        with pytest.raises(RpcError) as info:
+            alice.call("fundchannel", **args)
+        assert info.value.code == code, (args, info.value)
+    with pytest.raises(RpcError) as info:
+        alice.call("pay", bolt11="lnbcrt1garbage")
+    assert info.value.code == "bad_request"
+    with pytest.raises(RpcError) as info:
+        alice.call("close", channel_id="00" * 32)
+    assert info.value.code == "not_found"
+    assert alice.call("getinfo")["alias"] == "alice"
