@@ -128,6 +128,10 @@ class ChannelManager:
         ch = self.channels.get(cid) if cid else None
         if type_name == "open_channel":
             await self.node.opening.on_open_channel(peer_id, body)
+        elif type_name in ("error", "warning") and (ch is None or ch.peer_id != peer_id):
+            # never answer an error or warning (two peers would echo forever)
+            self.log.warning("%s from %s: %s", type_name, peer_id.hex()[:16], body["data"])
+            self.events.emit(f"received_{type_name}", peer=peer_id, data=body["data"])
         elif ch is None or ch.peer_id != peer_id:
             await self.warn(peer_id, cid or ZERO32, f"{type_name} for an unknown channel")
             return
@@ -168,6 +172,8 @@ class ChannelManager:
 
     async def on_warning(self, ch: Channel, body: dict[str, Any]) -> None:
         self.log.warning("peer warning on %s: %s", ch.cid.hex()[:16], body["data"])
+        self.events.emit("received_warning", peer=ch.peer_id, channel_id=ch.cid,
+                         data=body["data"])
 
     async def on_update_add_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
         htlc = ch.receive_add(body, self.node.height)
