@@ -23,12 +23,15 @@ from emulator.waiting import wait_for
 
 @dataclass(frozen=True)
 class PeerPlan:
-    """A peer to start: its name, genesis funds and the peers it dials."""
+    """A peer to start: its name, genesis funds, the peers it dials, its fee policy."""
 
     name: str
     funds_sat: int = 0
     connect: tuple[str, ...] = ()
     alias: str = ""
+    fee_base_msat: int = 1000
+    fee_proportional_millionths: int = 1
+    cltv_expiry_delta: int | None = None
 
 
 class Network:
@@ -100,7 +103,10 @@ class Network:
                   "chain_blocks": self.endpoint("chain", "pub"),
                   "node_secret": self.node_secret(plan.name).hex(),
                   "events": self.sup.events_endpoint, "parent_pid": os.getpid(),
-                  "connect": connect, "timers": self.timers, "alias": plan.alias or plan.name}
+                  "connect": connect, "timers": self.timers, "alias": plan.alias or plan.name,
+                  "fee_base_msat": plan.fee_base_msat,
+                  "fee_proportional_millionths": plan.fee_proportional_millionths,
+                  "cltv_expiry_delta": plan.cltv_expiry_delta}
         return self.sup.add(plan.name, self._argv("peers", plan.name, config))
 
     def _argv(self, module: str, name: str, config: dict[str, Any]) -> list[str]:

@@ -1,32 +1,29 @@
-"""The scenario runner: start the network, play the events, check, report.
+"""The scenario runner: start the network, open channels, play events and traffic,
+check the invariants and expectations, write the report.
 
 Every run gets a directory with each process's log, ``events.jsonl`` from the
-collector and ``summary.json``. The exit code is 0 only when every expectation
-and invariant holds.
+collector, ``summary.json`` and ``report.md``. The exit code is 0 only when every
+expectation and invariant holds.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.envelope import to_plain
+from emulator import invariants
+from emulator.actions import Actions, Sent, open_channels
 from emulator.errors import LnemuError
+from emulator.invariants import Check
 from emulator.network import Network, PeerPlan
 from emulator.scenario import Scenario
+from emulator.traffic import Payment, poisson_schedule, schedule_digest
 from emulator.waiting import wait_for
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
+SETTLE_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -35,6 +32,7 @@ class RunResult:
     checks: list[Check] = field(default_factory=list)
     balances: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +49,37 @@ def default_run_dir(scenario: Scenario, base: str | Path = "runs") -> Path:
     return path
 
 
+def traffic_schedule(scenario: Scenario) -> list[Payment]:
+    """The scenario's payment schedule (the same for the same seed)."""
+    spec = scenario.traffic
+    if not spec:
+        return []
+    capacities: dict[str, tuple[int, str]] = {p.name: (0, p.role) for p in scenario.peers}
+    for ch in scenario.channels:
+        for end in (ch.a, ch.b):
+            cap, role = capacities[end]
+            capacities[end] = (cap + ch.capacity_sat, role)
+    weights = {n: c for n, (c, _) in capacities.items() if c > 0}
+    return poisson_schedule(weights, spec["rate_per_s"], spec["duration_s"],
+                            spec.get("amount_mean_msat", 100_000_000),
+                            spec.get("amount_sigma", 0.5), scenario.seed,
+                            sources=spec.get("sources"), dests=spec.get("dests"),
+                            kind=spec.get("payment_kind", "invoice"))
+
+
+def peer_plans(scenario: Scenario) -> list[PeerPlan]:
+    """Peers with the links their channels need (each pair dialled once)."""
+    dials = {p.name: list(p.connect) for p in scenario.peers}
+    linked = {frozenset((a, b)) for a, targets in dials.items() for b in targets}
+    for ch in scenario.channels:
+        if frozenset((ch.a, ch.b)) not in linked:
+            dials[ch.a].append(ch.b)
+            linked.add(frozenset((ch.a, ch.b)))
+    return [PeerPlan(p.name, p.funds_sat, tuple(dials[p.name]), p.alias, p.fee_base_msat,
+                     p.fee_proportional_millionths, p.cltv_expiry_delta)
+            for p in scenario.peers]
+
+
 class Runner:
     """Plays one scenario on a fresh network."""
 
@@ -59,8 +88,9 @@ class Runner:
         self.run_dir = run_dir
         self.progress = progress or (lambda message: None)
         self.net: Network | None = None
-        self.expected_sat: dict[str, int] = {p.name: p.funds_sat for p in scenario.peers}
-        self.fees_sat = 0
+        self.actions: Actions | None = None
+        self.schedule = traffic_schedule(scenario)
+        self.liquidity: list[Any] = []
 
     def run(self) -> RunResult:
         result = RunResult(self.run_dir)
@@ -69,99 +99,105 @@ class Runner:
                            timers=self.scenario.timers)
         try:
             self._start()
-            for i, event in enumerate(self.scenario.events):
-                self.progress(f"event {i + 1}/{len(self.scenario.events)}: {event['action']}")
-                self._play(event)
+            self._play()
+            self.progress("settling")
+            self._settle()
             self.progress("checking")
-            self.net.wait_synced()
+            result.checks = self._checks()
             result.balances = self.net.balances()
-            result.checks = self._invariants(result.balances) + self._expectations(
-                result.balances)
         except LnemuError as exc:
             result.error = f"{exc.__class__.__name__}: {exc}"
         finally:
             deaths = self.net.sup.unexpected_deaths()
-            self.net.stop()
+            try:
+                self._report(result)
+            finally:
+                self.net.stop()
             result.checks.append(Check("no process died", not deaths, "; ".join(deaths) or
                                        "every process exited when asked"))
             self._write_summary(result)
         return result
 
     def _start(self) -> None:
-        plans = [PeerPlan(p.name, p.funds_sat, tuple(p.connect), p.alias)
-                 for p in self.scenario.peers]
+        plans = peer_plans(self.scenario)
         self.progress(f"starting chain and {len(plans)} peers")
         self.net.start(plans)
-        self.progress("connecting peers")
         self.net.wait_connected()
         self.net.wait_synced()
+        if self.scenario.channels:
+            self.progress(f"opening {len(self.scenario.channels)} channels")
+            open_channels(self.net, [(c.a, c.b, c.capacity_sat, c.push_msat)
+                                     for c in self.scenario.channels])
+            self._wait_gossip()
+        self.actions = Actions(self.net, time.monotonic())
+        self._sample()
 
-    def _play(self, event: dict[str, Any]) -> None:
-        action = event["action"]
-        if action == "mine":
-            self.net.chain.call("mine", n=event.get("blocks", 1))
-        elif action == "wait":  # let emulated time pass (blocks keep coming)
-            time.sleep(event.get("seconds", 0))
-        elif action == "sendonchain":
-            self._send_on_chain(event)
-        else:  # the scenario loader rejects unknown actions before we get here
-            raise LnemuError(f"unknown action {action!r}")
+    def _sample(self) -> None:
+        from emulator.report import sample_liquidity
+        if self.scenario.channels:
+            self.liquidity.extend(sample_liquidity(self))
 
-    def _send_on_chain(self, event: dict[str, Any]) -> None:
-        args = {"address": self.net.wallet_key(event["to"]), "amount_sat": event["amount_sat"]}
-        if "feerate_sat_per_kb" in event:
-            args["feerate_sat_per_kb"] = event["feerate_sat_per_kb"]
-        sent = self.net.rpc(event["from"]).call("sendonchain", **args)
-        self.expected_sat[event["from"]] -= event["amount_sat"] + sent["fee_sat"]
-        self.expected_sat[event["to"]] += event["amount_sat"]
-        self.fees_sat += sent["fee_sat"]
+    def _wait_gossip(self) -> None:
+        """Wait until every peer's graph holds every public channel (when gossip runs)."""
+        public = sum(1 for c in self.scenario.channels if not c.private)
+        names = [p.name for p in self.scenario.peers]
 
-        def confirmed() -> bool:
-            if self.scenario.block_interval == 0:
-                self.net.chain.call("mine", n=1)
-            return self.net.chain.call("gettx", txid=sent["txid"])["status"] == "confirmed"
-        wait_for(confirmed, 30, what=f"transaction {sent['txid'].hex()} confirmed")
+        def converged() -> bool:
+            return all(len(self.net.rpc(n).call("listgraph")["channels"]) >= public
+                       for n in names)
+        try:
+            wait_for(converged, 60, what="gossip converged")
+        except LnemuError as exc:
+            if "unknown verb" not in str(exc):
+                raise
 
-    def _invariants(self, balances: dict[str, int]) -> list[Check]:
-        verify = self.net.chain.call("verify")
-        miner = sum(c["amount_sat"] for c in
-                    self.net.chain.call("listunspent", pubkey=self.net.miner_key))
-        total = sum(balances.values()) + miner
-        wrong = {n: (balances[n], want) for n, want in self.expected_sat.items()
-                 if balances[n] != want}
-        return [
-            Check("chain: UTXO set rebuilt from blocks matches, sum = genesis supply",
-                  verify["ok"], json.dumps(to_plain(verify))),
-            Check("wealth: peers + miner = genesis supply", total == self.net.supply_sat,
-                  f"peers {sum(balances.values())} + miner {miner} = {total}, "
-                  f"supply {self.net.supply_sat}"),
-            Check("wealth: each peer changed by exactly its own payments and fees", not wrong,
-                  "all as recorded" if not wrong else
-                  "; ".join(f"{n}: has {h}, expected {w}" for n, (h, w) in wrong.items())),
-            Check("miner earned exactly the fees paid", miner == self.fees_sat,
-                  f"miner {miner} sat, fees {self.fees_sat} sat"),
-        ]
+    def _play(self) -> None:
+        timeline = [(e.get("at", 0.0), i, "event", e)
+                    for i, e in enumerate(self.scenario.events)]
+        timeline += [(p.at, i, "payment", p) for i, p in enumerate(self.schedule)]
+        timeline.sort(key=lambda item: (item[0], item[2] == "payment", item[1]))
+        every = max(1, len(timeline) // 20)
+        for n, (at, _, what, item) in enumerate(timeline, 1):
+            if n % every == 0:
+                self._sample()
+            delay = at - (time.monotonic() - self.actions.started)
+            if delay > 0:
+                time.sleep(delay)  # follow the schedule
+            if what == "event":
+                self.progress(f"event {n}/{len(timeline)}: {item['action']}")
+                self.actions.play(item)
+            else:
+                self.actions.start_payment(item.kind, item.source, item.dest, item.amount_msat)
 
-    def _expectations(self, balances: dict[str, int]) -> list[Check]:
-        checks = []
-        for exp in self.scenario.expect:
-            if exp["kind"] == "balance":
-                have = balances[exp["peer"]]
-                low, high = exp.get("min_sat", 0), exp.get("max_sat", 2**63)
-                checks.append(Check(f"expect: {exp['peer']} balance in [{low}, {high}]",
-                                    low <= have <= high, f"{have} sat"))
-            # "invariants" is satisfied by the invariant checks every run makes
-        return checks
+    def _settle(self) -> None:
+        """Let payments finish and every channel go quiet."""
+        pending = [s for s in self.actions.sent if s.payment_hash is not None]
+        wait_for(lambda: all(self.actions.outcome(s)["status"] != "pending" for s in pending),
+                 SETTLE_TIMEOUT_S, what="every payment finished")
+        self.net.wait_synced()
+        self._sample()
+
+    def _checks(self) -> list[Check]:
+        names = [p.name for p in self.scenario.peers]
+        worth = {n: invariants.peer_worth_msat(self.net, n) for n in names}
+        height = self.net.chain.call("getheight")
+        checks = invariants.chain_checks(self.net) + [
+            invariants.wealth_check(self.net, worth),
+            invariants.channel_agreement(self.net, names),
+            invariants.no_stuck_htlcs(self.net, names, height)]
+        return checks + self._expectations(worth)
+
+    def _expectations(self, worth: dict[str, dict[str, int]]) -> list[Check]:
+        from emulator.expectations import evaluate
+        return evaluate(self.scenario.expect, self.net, self.actions, worth)
+
+    def _report(self, result: RunResult) -> None:
+        from emulator.report import collect_and_write
+        result.summary = collect_and_write(self, result)
 
     def _write_summary(self, result: RunResult) -> None:
-        summary = {"scenario": self.scenario.name, "seed": self.scenario.seed,
-                   "run_dir": str(result.run_dir), "ok": result.ok, "error": result.error,
-                   "node_ids": {p.name: self.net.node_id(p.name).hex()
-                                for p in self.scenario.peers},
-                   "balances_sat": result.balances,
-                   "checks": [asdict(c) for c in result.checks]}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        from emulator.report import write_summary
+        write_summary(self, result)
 
 
 def run_scenario(scenario: Scenario, run_dir: Path | None = None,
@@ -170,8 +206,8 @@ def run_scenario(scenario: Scenario, run_dir: Path | None = None,
     return Runner(scenario, run_dir or default_run_dir(scenario), progress).run()
 
 
-def wait_for_events(net: Network, kind: str, count: int = 1, timeout: float = 10.0
-                    ) -> list[dict[str, Any]]:
-    """Wait until the collector has seen ``count`` events of ``kind``."""
-    return wait_for(lambda: (evs := net.sup.collector.events(kind=kind)) and
-                    len(evs) >= count and evs, timeout, what=f"{count} {kind} event(s)")
+def digest(schedule: list[Payment]) -> str:
+    return schedule_digest(schedule)
+
+
+__all__ = ["RunResult", "Runner", "Sent", "run_scenario", "traffic_schedule"]

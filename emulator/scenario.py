@@ -24,18 +24,44 @@ class ScenarioError(LnemuError):
 
 NETWORK_KEYS = {"seed": int, "block_interval": float, "timers": str, "name": str,
                 "description": str}
-PEER_KEYS = {"name": str, "funds_sat": int, "connect": list, "alias": str}
+PEER_KEYS = {"name": str, "funds_sat": int, "connect": list, "alias": str, "role": str,
+             "fee_base_msat": int, "fee_proportional_millionths": int,
+             "cltv_expiry_delta": int}
+CHANNEL_KEYS = {"a": str, "b": str, "capacity_sat": int, "push_msat": int, "private": bool,
+                "fee_base_msat": int, "fee_proportional_millionths": int,
+                "cltv_expiry_delta": int}
+_ACT = {"action": str, "label": str, "at": float}
+_PAYMENT = {**_ACT, "from": str, "to": str, "amount_msat": int, "expect": str}
 EVENT_KEYS = {
-    "sendonchain": {"action": str, "from": str, "to": str, "amount_sat": int,
+    "sendonchain": {**_ACT, "from": str, "to": str, "amount_sat": int,
                     "feerate_sat_per_kb": int},
-    "mine": {"action": str, "blocks": int},
-    "wait": {"action": str, "seconds": float},
+    "mine": {**_ACT, "blocks": int},
+    "wait": {**_ACT, "seconds": float},
+    "pay": _PAYMENT,
+    "keysend": _PAYMENT,
+    "message": {**_PAYMENT, "text": str},
+    "open_channel": {**_ACT, "from": str, "to": str, "capacity_sat": int, "push_msat": int},
+    "close_channel": {**_ACT, "from": str, "to": str, "force": bool},
+    "cheat": {**_ACT, "from": str, "to": str},
+    "hold": {**_ACT, "peer": str, "on": bool},
 }
 EXPECT_KEYS = {
     "balance": {"kind": str, "peer": str, "min_sat": int, "max_sat": int},
+    "channel_balance": {"kind": str, "peer": str, "with": str, "min_msat": int,
+                        "max_msat": int},
+    "success_rate": {"kind": str, "min": float},
+    "payment": {"kind": str, "label": str, "status": str},
+    "message_delivered": {"kind": str, "to": str, "text": str},
+    "penalty": {"kind": str, "min": int},
     "invariants": {"kind": str},
 }
-TOP_KEYS = {"network": dict, "peers": list, "events": list, "expect": list}
+TRAFFIC_KEYS = {"kind": str, "rate_per_s": float, "duration_s": float,
+                "amount_mean_msat": int, "amount_sigma": float, "sources": list,
+                "dests": list, "payment_kind": str}
+TOP_KEYS = {"network": dict, "peers": list, "channels": list, "events": list,
+            "expect": list, "traffic": dict}
+ROLES = ("customer", "merchant", "router", "lsp")
+MIN_CHANNEL_SAT, MAX_CHANNEL_SAT = 20_000, 2**24 - 1
 MAX_FUNDS_SAT = 21_000_000 * 100_000_000
 
 
@@ -45,6 +71,19 @@ class PeerSpec:
     funds_sat: int = 0
     connect: list[str] = field(default_factory=list)
     alias: str = ""
+    role: str = "router"
+    fee_base_msat: int = 1000
+    fee_proportional_millionths: int = 1
+    cltv_expiry_delta: int | None = None
+
+
+@dataclass
+class ChannelSpec:
+    a: str
+    b: str
+    capacity_sat: int
+    push_msat: int = 0
+    private: bool = False
 
 
 @dataclass
@@ -58,6 +97,8 @@ class Scenario:
     expect: list[dict[str, Any]]
     description: str = ""
     path: str = ""
+    channels: list[ChannelSpec] = field(default_factory=list)
+    traffic: dict[str, Any] | None = None
 
     def peer(self, name: str) -> PeerSpec:
         for p in self.peers:
@@ -128,6 +169,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     net = check.keys(data.get("network", {}), NETWORK_KEYS, "network")
     peers = _parse_peers(check, data["peers"])
     names = {p.name for p in peers}
+    channels = [_parse_channel(check, i, c, names)
+                for i, c in enumerate(data.get("channels", []))]
+    traffic = _parse_traffic(check, data["traffic"], names) if "traffic" in data else None
     events = [_parse_event(check, i, e, names) for i, e in enumerate(data.get("events", []))]
     expect = [_parse_expect(check, i, e, names) for i, e in enumerate(data.get("expect", []))]
     timers = net.get("timers", "test")
@@ -139,7 +183,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
                    "block_interval")
     return Scenario(name=net.get("name", Path(source).stem), seed=net.get("seed", 1),
                     block_interval=interval, timers=timers, peers=peers, events=events,
-                    expect=expect, description=net.get("description", ""), path=source)
+                    expect=expect, description=net.get("description", ""), path=source,
+                    channels=channels, traffic=traffic)
 
 
 def _parse_peers(check: _Checker, raw: list) -> list[PeerSpec]:
@@ -157,8 +202,15 @@ def _parse_peers(check: _Checker, raw: list) -> list[PeerSpec]:
         if not 0 <= funds <= MAX_FUNDS_SAT:
             check.fail(f"{where}.funds_sat", f"{funds} is outside 0..{MAX_FUNDS_SAT}",
                        "funds_sat")
+        role = entry.get("role", "router")
+        if role not in ROLES:
+            check.fail(f"{where}.role", f"unknown role {role!r}" + _nearest(role, set(ROLES)),
+                       "role")
         peers.append(PeerSpec(name, funds, list(entry.get("connect", [])),
-                              entry.get("alias", name)))
+                              entry.get("alias", name), role,
+                              entry.get("fee_base_msat", 1000),
+                              entry.get("fee_proportional_millionths", 1),
+                              entry.get("cltv_expiry_delta")))
     names = {p.name for p in peers}
     for i, p in enumerate(peers):
         for other in p.connect:
@@ -166,6 +218,38 @@ def _parse_peers(check: _Checker, raw: list) -> list[PeerSpec]:
                 check.fail(f"peers[{i}].connect", f"unknown peer {other!r}"
                            + _nearest(other, names), "connect")
     return peers
+
+
+def _parse_channel(check: _Checker, i: int, raw: Any, names: set[str]) -> ChannelSpec:
+    where = f"channels[{i}]"
+    check.keys(raw, CHANNEL_KEYS, where, required=("a", "b", "capacity_sat"))
+    for end in ("a", "b"):
+        if raw[end] not in names:
+            check.fail(f"{where}.{end}", f"unknown peer {raw[end]!r}" + _nearest(raw[end], names),
+                       end)
+    if raw["a"] == raw["b"]:
+        check.fail(where, "a channel needs two different peers")
+    if not MIN_CHANNEL_SAT <= raw["capacity_sat"] <= MAX_CHANNEL_SAT:
+        check.fail(f"{where}.capacity_sat", f"must be from {MIN_CHANNEL_SAT} to "
+                   f"{MAX_CHANNEL_SAT}", "capacity_sat")
+    push = raw.get("push_msat", 0)
+    if not 0 <= push <= raw["capacity_sat"] * 500:
+        check.fail(f"{where}.push_msat", "must be from 0 to half the capacity", "push_msat")
+    return ChannelSpec(raw["a"], raw["b"], raw["capacity_sat"], push, raw.get("private", False))
+
+
+def _parse_traffic(check: _Checker, raw: Any, names: set[str]) -> dict[str, Any]:
+    check.keys(raw, TRAFFIC_KEYS, "traffic", required=("rate_per_s", "duration_s"))
+    if raw.get("kind", "poisson") != "poisson":
+        check.fail("traffic.kind", "only 'poisson' traffic is supported", "kind")
+    if not 0 < raw["rate_per_s"] <= 1000 or not 0 < raw["duration_s"] <= 3600:
+        check.fail("traffic", "rate_per_s must be in (0, 1000] and duration_s in (0, 3600]")
+    for key in ("sources", "dests"):
+        for name in raw.get(key, []):
+            if name not in names:
+                check.fail(f"traffic.{key}", f"unknown peer {name!r}" + _nearest(name, names),
+                           key)
+    return dict(raw)
 
 
 def _nearest(word: str, options: set[str]) -> str:
@@ -182,17 +266,25 @@ def _parse_event(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str
         check.fail(f"{where}.action", f"unknown action {action!r}"
                    + _nearest(action, set(EVENT_KEYS)), "action")
     check.keys(raw, EVENT_KEYS[action], where)
-    for role in ("from", "to"):
+    for role in ("from", "to", "peer"):
         if role in raw and raw[role] not in names:
             check.fail(f"{where}.{role}", f"unknown peer {raw[role]!r}"
                        + _nearest(raw[role], names), role)
-    if action == "sendonchain":
-        for key in ("from", "to", "amount_sat"):
-            if key not in raw:
-                check.fail(where, f"sendonchain needs {key!r}")
-        if not 0 < raw["amount_sat"] <= MAX_FUNDS_SAT:
-            check.fail(f"{where}.amount_sat", f"{raw['amount_sat']} is not a sane amount",
-                       "amount_sat")
+    needs = {"sendonchain": ("from", "to", "amount_sat"), "pay": ("from", "to", "amount_msat"),
+             "keysend": ("from", "to", "amount_msat"), "message": ("from", "to", "text"),
+             "open_channel": ("from", "to", "capacity_sat"), "close_channel": ("from", "to"),
+             "cheat": ("from", "to"), "hold": ("peer",)}.get(action, ())
+    for key in needs:
+        if key not in raw:
+            check.fail(where, f"{action} needs {key!r}")
+    if action == "sendonchain" and not 0 < raw["amount_sat"] <= MAX_FUNDS_SAT:
+        check.fail(f"{where}.amount_sat", f"{raw['amount_sat']} is not a sane amount",
+                   "amount_sat")
+    if "amount_msat" in raw and not 0 < raw["amount_msat"] <= MAX_FUNDS_SAT * 1000:
+        check.fail(f"{where}.amount_msat", f"{raw['amount_msat']} is not a sane amount",
+                   "amount_msat")
+    if raw.get("expect", "succeeded") not in ("succeeded", "failed", "any"):
+        check.fail(f"{where}.expect", "must be 'succeeded', 'failed' or 'any'", "expect")
     if action == "wait" and not 0 <= raw.get("seconds", 0) <= 86_400:
         check.fail(f"{where}.seconds", "must be from 0 to 86400", "seconds")
     if action == "mine" and not 1 <= raw.get("blocks", 1) <= 10_000:
@@ -209,6 +301,8 @@ def _parse_expect(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[st
         check.fail(f"{where}.kind", f"unknown expectation {kind!r}"
                    + _nearest(kind, set(EXPECT_KEYS)), "kind")
     check.keys(raw, EXPECT_KEYS[kind], where)
-    if kind == "balance" and raw.get("peer") not in names:
-        check.fail(f"{where}.peer", f"unknown peer {raw.get('peer')!r}", "peer")
+    for key in ("peer", "with", "to"):
+        if key in raw and raw[key] not in names:
+            check.fail(f"{where}.{key}", f"unknown peer {raw[key]!r}"
+                       + _nearest(raw[key], names), key)
     return dict(raw)

@@ -52,6 +52,9 @@ class PeerConfig:
     connect: list[dict[str, str]] = field(default_factory=list)  # [{node_id, endpoint}]
     timers: Timers = field(default_factory=Timers)
     alias: str = ""
+    fee_base_msat: int = 1000  # what we charge to forward (our channel_update)
+    fee_proportional_millionths: int = 1
+    cltv_expiry_delta: int | None = None  # None: the timer profile's value
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PeerConfig:
@@ -66,4 +69,7 @@ class PeerConfig:
             connect=list(obj.get("connect", [])),
             timers=Timers.profile(timers) if isinstance(timers, str) else Timers(**timers),
             alias=obj.get("alias", obj["name"]),
+            fee_base_msat=int(obj.get("fee_base_msat", 1000)),
+            fee_proportional_millionths=int(obj.get("fee_proportional_millionths", 1)),
+            cltv_expiry_delta=obj.get("cltv_expiry_delta"),
         )

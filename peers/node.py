@@ -15,6 +15,7 @@ from peers.chainwatch import ChainFollower
 from peers.channels import ChannelManager
 from peers.closing import Closing
 from peers.config import PeerConfig
+from peers.forwarding import Forwarder
 from peers.links import LinkManager
 from peers.onchain import OnchainResolver
 from peers.opening import Opening
@@ -81,9 +82,10 @@ class PeerService(ChannelVerbs, Service):
         self.broadcaster = Broadcaster(self)
         self.onchain = OnchainResolver(self)
         self.reestablish = Reestablish(self)
+        self.forwarder = Forwarder(self)
         self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
-        self.channels.on_htlc_fulfilled = self.payments.on_htlc_fulfilled
-        self.channels.on_htlc_failed = self.payments.on_htlc_failed
+        self.channels.on_htlc_fulfilled = self._htlc_fulfilled
+        self.channels.on_htlc_failed = self._htlc_failed
         self.broadcaster.on_confirmed = self._broadcast_confirmed
 
     @property
@@ -161,6 +163,18 @@ class PeerService(ChannelVerbs, Service):
         if "second_stage" in item and item["channel_id"] in self.channels.channels:
             ch = self.channels.channels[item["channel_id"]]
             await self.onchain.second_stage_confirmed(ch, item, tx)
+
+    async def _htlc_fulfilled(self, ch: Any, htlc: Any, preimage: bytes) -> None:
+        if self.forwarder.is_forward(ch, htlc):
+            await self.forwarder.on_fulfilled(ch, htlc, preimage)
+        else:
+            await self.payments.on_htlc_fulfilled(ch, htlc, preimage)
+
+    async def _htlc_failed(self, ch: Any, htlc: Any, info: dict[str, Any]) -> None:
+        if self.forwarder.is_forward(ch, htlc):
+            await self.forwarder.on_failed(ch, htlc, info)
+        else:
+            await self.payments.on_htlc_failed(ch, htlc, info)
 
     # --- messages ---------------------------------------------------------------------
     async def on_message(self, node_id: bytes, env: Envelope) -> None:

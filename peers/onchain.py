@@ -206,6 +206,7 @@ class OnchainResolver:
                 if payment_hash not in ch.preimages:
                     ch.preimages[payment_hash] = preimage
                     await self.node.payments.on_preimage_onchain(payment_hash, preimage)
+                    await self.node.forwarder.on_preimage_onchain(payment_hash, preimage)
         if ch.onchain.get("kind") == "revoked" and tx.txid not in self._ours(ch):
             await self._justice(ch, tx)  # a second-stage tx of the cheater's: sweep it too
         self.manager.save(ch)

@@ -142,8 +142,10 @@ class Payments:
             raise PaymentFailed(outcome["failure"])
         return outcome
 
-    def _finish(self, payment_hash: bytes, status: str, **fields: Any) -> dict[str, Any]:
-        record = self.store.get("payments", payment_hash) or {"payment_hash": payment_hash}
+    def _finish(self, payment_hash: bytes, status: str, **fields: Any) -> dict[str, Any] | None:
+        record = self.store.get("payments", payment_hash)
+        if record is None:
+            return None  # not ours (a forwarded HTLC, or a dev HTLC)
         if record.get("status") == "succeeded":
             return record  # a payment that succeeded never turns into anything else
         record.update(status=status, finished=time.time(), **fields)
@@ -228,15 +230,14 @@ class Payments:
         except sphinx.OnionPeelError as exc:
             await self.node.channels.fail_malformed(ch, htlc, exc)
             return
-        if peeled.next_onion is not None:
-            await self._fail(ch, htlc, peeled.shared_secret, int(
-                FailureCode.UNKNOWN_NEXT_PEER).to_bytes(2, "big"))  # forwarding: issue 6
-            return
         try:
             payload = decode_payload(peeled.payload)
         except PayloadError:
             await self._fail(ch, htlc, peeled.shared_secret, int(
                 FailureCode.INVALID_ONION_PAYLOAD).to_bytes(2, "big") + bytes(3))
+            return
+        if peeled.next_onion is not None:
+            await self.node.forwarder.forward(ch, htlc, payload, peeled)
             return
         if self.hold:
             self.held.append((ch.cid, htlc.htlc_id))

@@ -1,0 +1,164 @@
+"""Scenario actions: what each ``[[events]]`` entry does to a running network.
+
+Every action calls the control RPC of the processes involved and waits until it
+has taken effect. Payments are recorded (label, who, how much, when) so that the
+runner can fetch their outcomes and the report can show them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.errors import LnemuError
+from emulator.network import Network
+from emulator.waiting import wait_for
+
+
+@dataclass
+class Sent:
+    """A payment the scenario started; its outcome is read from the payer at the end."""
+
+    index: int
+    label: str
+    kind: str
+    source: str
+    dest: str
+    amount_msat: int
+    at: float
+    expect: str = "succeeded"
+    payment_hash: bytes | None = None
+    error: str | None = None  # refused before any HTLC left (no route, bad input)
+    text: str | None = None
+
+
+@dataclass
+class Actions:
+    """Plays actions on ``net``; ``started`` is the run's start time (monotonic)."""
+
+    net: Network
+    started: float
+    sent: list[Sent] = field(default_factory=list)
+    chain_fees_sat: dict[str, int] = field(default_factory=dict)
+
+    def play(self, event: dict[str, Any]) -> None:
+        """Carry out one scenario event."""
+        handler = getattr(self, f"do_{event['action']}")
+        handler(event)
+
+    def do_mine(self, event: dict[str, Any]) -> None:
+        self.net.chain.call("mine", n=event.get("blocks", 1))
+
+    def do_wait(self, event: dict[str, Any]) -> None:
+        time.sleep(event.get("seconds", 0))  # emulated time passes; blocks keep coming
+
+    def do_sendonchain(self, event: dict[str, Any]) -> None:
+        args = {"address": self.net.wallet_key(event["to"]), "amount_sat": event["amount_sat"]}
+        if "feerate_sat_per_kb" in event:
+            args["feerate_sat_per_kb"] = event["feerate_sat_per_kb"]
+        sent = self.net.rpc(event["from"]).call("sendonchain", **args)
+        self.chain_fees_sat[event["from"]] = self.chain_fees_sat.get(event["from"], 0) + \
+            sent["fee_sat"]
+        self._confirm(sent["txid"])
+
+    def _confirm(self, txid: bytes) -> None:
+        def confirmed() -> bool:
+            if self.net.block_interval == 0:
+                self.net.chain.call("mine", n=1)
+            return self.net.chain.call("gettx", txid=txid)["status"] == "confirmed"
+        wait_for(confirmed, 60, what=f"transaction {txid.hex()} confirmed")
+
+    # --- payments -------------------------------------------------------------------
+    def start_payment(self, kind: str, source: str, dest: str, amount_msat: int,
+                      label: str = "", expect: str = "succeeded", text: str | None = None,
+                      ) -> Sent:
+        """Start a payment without waiting for its outcome."""
+        record = Sent(len(self.sent), label or f"p{len(self.sent)}", kind, source, dest,
+                      amount_msat, time.monotonic() - self.started, expect, text=text)
+        self.sent.append(record)
+        try:
+            if kind == "invoice":
+                inv = self.net.rpc(dest).call("invoice", amount_msat=amount_msat,
+                                              description=record.label)
+                res = self.net.rpc(source).call("pay", bolt11=inv["bolt11"], wait=False)
+            elif kind == "keysend":
+                res = self.net.rpc(source).call("keysend", node_id=self.net.node_id(dest),
+                                                amount_msat=amount_msat, wait=False)
+            else:
+                res = self.net.rpc(source).call("sendmessage", node_id=self.net.node_id(dest),
+                                                text=text or "", amount_msat=amount_msat,
+                                                wait=False)
+            record.payment_hash = res["payment_hash"]
+        except LnemuError as exc:
+            record.error = str(exc)
+        return record
+
+    def do_pay(self, event: dict[str, Any]) -> None:
+        self._pay_and_wait("invoice", event)
+
+    def do_keysend(self, event: dict[str, Any]) -> None:
+        self._pay_and_wait("keysend", event)
+
+    def do_message(self, event: dict[str, Any]) -> None:
+        event = {"amount_msat": 1000, **event}
+        self._pay_and_wait("message", event)
+
+    def _pay_and_wait(self, kind: str, event: dict[str, Any]) -> None:
+        record = self.start_payment(kind, event["from"], event["to"], event["amount_msat"],
+                                    event.get("label", ""), event.get("expect", "succeeded"),
+                                    event.get("text"))
+        if record.payment_hash is not None:
+            wait_for(lambda: self.outcome(record)["status"] != "pending", 60,
+                     what=f"payment {record.label} finished")
+
+    def outcome(self, record: Sent) -> dict[str, Any]:
+        """The payer's record of a payment (status, fee, failure, timing)."""
+        if record.payment_hash is None:
+            return {"status": "failed", "failure": record.error}
+        for p in self.net.rpc(record.source).call("listpayments"):
+            if p["payment_hash"] == record.payment_hash:
+                return p
+        return {"status": "failed", "failure": "the payer has no record of it"}
+
+    # --- channels -------------------------------------------------------------------------
+    def do_open_channel(self, event: dict[str, Any]) -> None:
+        open_channels(self.net, [(event["from"], event["to"], event["capacity_sat"],
+                                  event.get("push_msat", 0))])
+
+    def channel_between(self, a: str, b: str) -> dict[str, Any]:
+        for ch in self.net.rpc(a).call("listchannels"):
+            if ch["peer_id"] == self.net.node_id(b) and ch["state"] not in ("CLOSED",):
+                return ch
+        raise LnemuError(f"no channel between {a} and {b}", code="not_found")
+
+    def do_close_channel(self, event: dict[str, Any]) -> None:
+        ch = self.channel_between(event["from"], event["to"])
+        self.net.rpc(event["from"]).call("close", channel_id=ch["channel_id"],
+                                         force=event.get("force", False))
+
+    def do_cheat(self, event: dict[str, Any]) -> None:
+        ch = self.channel_between(event["from"], event["to"])
+        self.net.rpc(event["from"]).call("cheat", channel_id=ch["channel_id"])
+
+    def do_hold(self, event: dict[str, Any]) -> None:
+        self.net.rpc(event["peer"]).call("dev_hold", hold=event.get("on", True))
+
+
+def open_channels(net: Network, specs: list[tuple[str, str, int, int]],
+                  timeout: float = 60.0) -> list[bytes]:
+    """Open channels (opener, acceptor, capacity_sat, push_msat) and mine until open."""
+    ids = []
+    for a, b, capacity, push in specs:
+        res = net.rpc(a).call("fundchannel", node_id=net.node_id(b), amount_sat=capacity,
+                              push_msat=push, timeout=30)
+        ids.append((a, b, res["channel_id"]))
+
+    def all_open() -> bool:
+        if net.block_interval == 0:
+            net.chain.call("mine", n=1)
+        states = {(n, ch["channel_id"]): ch["state"] for n in {x for s in ids for x in s[:2]}
+                  for ch in net.rpc(n).call("listchannels")}
+        return all(states.get((a, cid)) == "OPEN" and states.get((b, cid)) == "OPEN"
+                   for a, b, cid in ids)
+    wait_for(all_open, timeout, what=f"{len(ids)} channel(s) open")
+    return [cid for _, _, cid in ids]

@@ -1,0 +1,68 @@
+"""Scenario expectations (``[[expect]]``): each becomes a Check that held or not."""
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.actions import Actions
+from emulator.invariants import Check
+from emulator.network import Network
+
+
+def evaluate(expect: list[dict[str, Any]], net: Network, actions: Actions,
+             worth: dict[str, dict[str, int]]) -> list[Check]:
+    """Evaluate every expectation of the scenario."""
+    checks = []
+    for exp in expect:
+        kind = exp["kind"]
+        if kind == "invariants":
+            continue  # the invariants are always checked
+        checks.append(globals()[f"_{kind}"](exp, net, actions, worth))
+    return checks
+
+
+def _balance(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    have = net.rpc(exp["peer"]).call("walletbalance")["confirmed_sat"]
+    low, high = exp.get("min_sat", 0), exp.get("max_sat", 2**63)
+    return Check(f"expect: {exp['peer']} on-chain balance in [{low}, {high}] sat",
+                 low <= have <= high, f"{have} sat")
+
+
+def _channel_balance(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    ch = actions.channel_between(exp["peer"], exp["with"])
+    have = ch.get("local_msat", 0)
+    low, high = exp.get("min_msat", 0), exp.get("max_msat", 2**63)
+    return Check(f"expect: {exp['peer']}'s side of {exp['peer']}-{exp['with']} in "
+                 f"[{low}, {high}] msat", low <= have <= high, f"{have} msat")
+
+
+def _success_rate(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    outcomes = [actions.outcome(s)["status"] for s in actions.sent]
+    rate = outcomes.count("succeeded") / len(outcomes) if outcomes else 0.0
+    return Check(f"expect: success rate at least {exp['min']:.0%}", rate >= exp["min"],
+                 f"{outcomes.count('succeeded')}/{len(outcomes)} = {rate:.1%}")
+
+
+def _payment(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    found = [s for s in actions.sent if s.label == exp["label"]]
+    if not found:
+        return Check(f"expect: payment {exp['label']!r} {exp['status']}", False,
+                     "no payment has that label")
+    out = actions.outcome(found[0])
+    return Check(f"expect: payment {exp['label']!r} {exp['status']}",
+                 out["status"] == exp["status"],
+                 f"{out['status']}" + (f": {out.get('failure')}" if out.get("failure") else ""))
+
+
+def _message_delivered(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    inbox = net.rpc(exp["to"]).call("inbox")
+    texts = [m["text"] for m in inbox if m.get("verified")]
+    want = exp.get("text")
+    ok = bool(texts) if want is None else want in texts
+    return Check(f"expect: {exp['to']} received message {want!r}", ok,
+                 f"inbox has {len(inbox)} message(s)")
+
+
+def _penalty(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    txids = {e["data"].get("txid") for e in net.sup.collector.events(kind="penalty")}
+    return Check(f"expect: at least {exp.get('min', 1)} penalty", len(txids) >= exp.get("min", 1),
+                 f"{len(txids)} penalty transaction(s) confirmed")
