@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 from emulator.errors import DecodeError, LnemuError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+KEEP_REVOKED = 64  # revoked commitments still answerable (older history is pruned)
 
 
 class Side(IntEnum):
@@ -176,6 +177,8 @@ class HtlcLedger:
         self._live: dict[tuple[Side, int], _HtlcEntry] = {}
         self._archive: dict[tuple[Side, int], _HtlcEntry] = {}  # removed from both, for good
         self._archived_msat = dict.fromkeys(Side, 0)  # the archive's net effect on balances
+        self._pruned_msat = dict.fromkeys(Side, 0)  # the part of it no longer kept in detail
+        self._floor = dict.fromkeys(Side, 0)  # the oldest ctn still answerable, per side
         self._fees = [_FeeEntry(feerate_per_kw, dict.fromkeys(Side, 0), 0)]
 
     @property
@@ -305,10 +308,27 @@ class HtlcLedger:
         for key, entry in list(self._live.items()):
             if entry.removal is None or not self._irrevocable(entry.removed):
                 continue
-            self._archive[key] = self._live.pop(key)
+            del self._live[key]
+            entry.htlc = dataclasses.replace(entry.htlc, onion=b"")  # not needed any more
+            self._archive[key] = entry
             if entry.removal is UpdateKind.SETTLE:
                 self._archived_msat[entry.offerer] -= entry.htlc.amount_msat
                 self._archived_msat[entry.offerer.other] += entry.htlc.amount_msat
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget archived HTLCs removed more than KEEP_REVOKED commitments ago, so
+        the ledger (and every write of it) stays small however long the channel lives."""
+        floor = {side: max(self._floor[side], self._oldest[side] - KEEP_REVOKED)
+                 for side in Side}
+        for key, entry in list(self._archive.items()):
+            if all(entry.removed[side] is not None and entry.removed[side] < floor[side]
+                   for side in Side):
+                del self._archive[key]
+                if entry.removal is UpdateKind.SETTLE:
+                    self._pruned_msat[entry.offerer] -= entry.htlc.amount_msat
+                    self._pruned_msat[entry.offerer.other] += entry.htlc.amount_msat
+        self._floor = floor
 
     def _irrevocable(self, lock: Lock) -> bool:
         """Is the update in both sides' current commitments, their previous ones revoked?"""
@@ -423,8 +443,9 @@ class HtlcLedger:
         latest = self.ctn_latest(subject)
         if ctn is None:
             return latest
-        if type(ctn) is not int or not 0 <= ctn <= latest + 1:
-            raise UnknownCommitment(f"no {subject} commitment {ctn!r}, latest is {latest}")
+        if type(ctn) is not int or not self._floor[subject] <= ctn <= latest + 1:
+            raise UnknownCommitment(f"no {subject} commitment {ctn!r} kept: latest is "
+                                    f"{latest}, oldest kept {self._floor[subject]}")
         return ctn
 
     def _entries(self, subject: Side, ctn: int) -> tuple[Iterable[_HtlcEntry], dict[Side, int]]:
@@ -432,7 +453,12 @@ class HtlcLedger:
         if ctn >= self._oldest[subject]:  # the archive is fully applied from here on
             base = {side: self._initial_msat[side] + self._archived_msat[side] for side in Side}
             return self._live.values(), base
-        return itertools.chain(self._archive.values(), self._live.values()), self._initial_msat
+        base = {side: self._initial_msat[side] + self._pruned_msat[side] for side in Side}
+        return itertools.chain(self._archive.values(), self._live.values()), base
+
+    def ctn_floor(self, subject: Side) -> int:
+        """The oldest commitment number of subject's that can still be rebuilt."""
+        return self._floor[subject]
 
     # --- persistence -----------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
@@ -444,6 +470,7 @@ class HtlcLedger:
             "commit_pending": _pair_out(self._pending), "next_htlc_id": _pair_out(self._next_id),
             "htlcs": [_entry_out(entry) for entry in entries],
             "fees": [[fee.feerate_per_kw, _pair_out(fee.lock), fee.seq] for fee in self._fees],
+            "pruned_msat": _pair_out(self._pruned_msat), "floor": _pair_out(self._floor),
         }
 
     @classmethod
@@ -459,6 +486,9 @@ class HtlcLedger:
             ledger._fees, ledger._seq = fees, obj["seq"]
             ledger._oldest, ledger._pending, ledger._next_id = (
                 _pair_in(obj[key]) for key in ("ctn_oldest", "commit_pending", "next_htlc_id"))
+            ledger._pruned_msat = _pair_in(obj["pruned_msat"])
+            ledger._archived_msat = dict(ledger._pruned_msat)
+            ledger._floor = _pair_in(obj["floor"])
             for entry in map(_entry_in, obj["htlcs"]):
                 ledger._live[(entry.offerer, entry.htlc.htlc_id)] = entry
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -487,7 +517,11 @@ def _pair_in(obj: list[Any]) -> dict[Side, Any]:
 
 
 def _entry_out(entry: _HtlcEntry) -> dict[str, Any]:
-    return {"offerer": int(entry.offerer), "htlc": dataclasses.asdict(entry.htlc),
+    h = entry.htlc
+    return {"offerer": int(entry.offerer),
+            "htlc": {"htlc_id": h.htlc_id, "amount_msat": h.amount_msat,
+                     "payment_hash": h.payment_hash, "cltv_expiry": h.cltv_expiry,
+                     "onion": h.onion},
             "added": _pair_out(entry.added), "add_seq": entry.add_seq,
             "removal": None if entry.removal is None else entry.removal.value,
             "removed": _pair_out(entry.removed), "remove_seq": entry.remove_seq}

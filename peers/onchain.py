@@ -83,7 +83,8 @@ class OnchainResolver:
             ch.sm.set_state(ChannelState.FORCE_CLOSING)
         ch.onchain["ctn"] = n
         local_ctn = ch.ledger.ctn_latest(Side.LOCAL)
-        if n <= local_ctn and ch.build(Side.LOCAL, n)[1].txid == tx.txid:
+        if ch.ledger.ctn_floor(Side.LOCAL) <= n <= local_ctn and \
+                ch.build(Side.LOCAL, n)[1].txid == tx.txid:
             ch.onchain["kind"] = "local"
             await self._resolve_local(ch, n, tx)
         elif n >= ch.ledger.ctn_oldest_unrevoked(Side.REMOTE) and n in ch.remote_points:

@@ -48,9 +48,12 @@ def test_payments_both_ways_then_cooperative_close(network_factory):
     closing_txid = channel(net, "alice", cid)["onchain"]["commitment_txid"]
     closing = net.chain.call("gettx", txid=closing_txid)["tx"]
     outputs = sorted(o["amount_sat"] for o in closing["outputs"])
-    total_in = CAPACITY
-    fee_sat = total_in - sum(outputs)
+    fee_sat = net.sup.collector.events(kind="channel_closing", proc="peer alice")[0]["data"][
+        "fee_sat"]
+    # each side's balance rounded down to the satoshi; the opener's output carries the fee
     assert outputs == sorted([expect_alice // 1000 - fee_sat, expect_bob // 1000])
+    remainders_msat = expect_alice % 1000 + expect_bob % 1000
+    assert (CAPACITY - sum(outputs)) * 1000 == fee_sat * 1000 + remainders_msat
     after = net.balances()
     assert after["bob"] - wallets_before["bob"] == expect_bob // 1000
     assert after["alice"] - wallets_before["alice"] == expect_alice // 1000 - fee_sat
