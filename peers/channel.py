@@ -87,6 +87,7 @@ class Channel:
     temp_id: bytes
     remote: Params | None = None
     minimum_depth: int = 1
+    announce: bool = True  # a public channel (channel_flags bit 0)
     channel_id: bytes = b""
     funding_outpoint: OutPoint | None = None
     funding_tx: dict[str, Any] | None = None  # the opener's, until it confirms

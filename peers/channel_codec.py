@@ -17,7 +17,7 @@ from peers.htlc_ledger import HtlcLedger
 _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "feerate_per_kw",
           "temp_id", "minimum_depth", "channel_id", "funding_tx", "funding_height",
           "short_channel_id", "preimages", "ready_sent", "ready_received", "shutdown_local",
-          "shutdown_remote", "closing_tx", "onchain", "last_sent")
+          "shutdown_remote", "closing_tx", "onchain", "last_sent", "announce")
 
 
 def channel_to_wire(ch: Channel) -> dict[str, Any]:
@@ -43,6 +43,7 @@ def channel_from_wire(record: dict[str, Any], node_secret: bytes) -> Channel:
     plain["preimages"] = dict(plain["preimages"] or {})
     plain["onchain"] = plain["onchain"] or {}
     plain["last_sent"] = plain["last_sent"] or ""
+    plain["announce"] = bool(record.get("announce", True))
     ch = Channel(
         **plain, local=Params.from_wire(record["local"]),
         secrets=cm.BaseSecrets.derive(node_secret, record["index"]),

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from emulator.crypto import shachain
-from emulator.errors import BadRequest, LnemuError, NotFound
+from emulator.errors import BadRequest, DecodeError, LnemuError, NotFound
 from peers import crashpoints
 from peers.channel import Channel, ChannelError, ProtocolViolation
 from peers.channel_codec import channel_from_wire, channel_to_wire
@@ -138,11 +138,14 @@ class ChannelManager:
         else:
             handler = getattr(self, f"on_{type_name}", None) or getattr(
                 self.node.opening, f"on_{type_name}", None) or getattr(
-                self.node.closing, f"on_{type_name}", None)
+                self.node.closing, f"on_{type_name}", None) or getattr(
+                self.node.gossip, f"on_{type_name}", None)
             try:
                 await handler(ch, body)
             except (ProtocolViolation, HtlcLedgerError, shachain.ShachainError) as exc:
                 await self.fail_channel(ch, f"{type_name}: {exc}")
+            except DecodeError as exc:  # bad gossip signatures and the like: warn only
+                await self.warn(peer_id, ch.cid, f"{type_name}: {exc}")
         crashpoints.reach("after_recv", type_name)
 
     async def warn(self, peer_id: bytes, cid: bytes, text: str) -> None:

@@ -58,6 +58,7 @@ class Closing:
             raise BadRequest(f"channel is {ch.state.name}; only an open channel closes "
                              "cooperatively (use force)")
         await self._send_shutdown(ch)
+        await self.node.gossip.channel_closed(ch)
         await self.maybe_negotiate(ch)
 
     async def _send_shutdown(self, ch: Channel) -> None:
@@ -148,6 +149,7 @@ class Closing:
         if ch.local_sigs is None:
             raise BadRequest("nothing to close on chain: the channel was never funded")
         tx = ch.signed_local_commitment()
+        await self.node.gossip.channel_closed(ch)
         ch.sm.set_state(ChannelState.FORCE_CLOSING)
         ch.onchain.setdefault("reason", reason)
         self.manager.save(ch)

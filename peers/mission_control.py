@@ -5,9 +5,11 @@ latest failure ("could not carry F msat": liquidity < F) and latest success ("ca
 S msat": liquidity >= S). Liquidity is modelled as uniform between those bounds, so the
 probability that a channel carries ``a`` msat is ``(hi - a) / (hi - lo)``; with nothing
 learnt, ``lo = 0`` and ``hi = capacity + 1``, which gives the a-priori ``1 - a/capacity``.
-What was learnt fades with a half-life: the bounds relax back to 0 and the capacity, so
-the probability returns to the a-priori. A failed node (could not forward at all)
-scales the probability of every channel it forwards over by ``1 - weight``.
+What was learnt fades with a half-life: an observation made ``t`` seconds ago still holds
+with weight ``2 ** (-t / half_life_s)``, and the probability is the mix of the cases
+(each observation holding or not), so it returns to the a-priori. A failed node (could
+not forward at all) scales the probability of every channel it forwards over by
+``1 - weight``.
 """
 from __future__ import annotations
 
@@ -100,29 +102,26 @@ class MissionControl:
         """How much an observation made at ``at`` still counts at ``now`` (1 fresh, → 0)."""
         return 0.5 ** (max(0.0, now - at) / self.half_life_s)
 
-    def liquidity_bounds(self, edge: Edge, now: float) -> tuple[float, float]:
-        """(lo, hi): the edge surely carries lo msat and surely not hi msat, as of ``now``."""
-        hi = edge.capacity_msat + 1.0
-        history = self.pairs.get((edge.short_channel_id, edge.source, edge.dest))
-        if history is None:
-            return 0.0, hi
-        lo = 0.0
-        if history.failure is not None:
-            failed = min(float(history.failure.amount_msat), hi)
-            hi -= (hi - failed) * self.weight(history.failure.at, now)
-        if history.success is not None:
-            lo = history.success.amount_msat * self.weight(history.success.at, now)
-        return min(lo, hi), hi
-
     def probability(self, edge: Edge, amount_msat: int, now: float) -> float:
         """The chance, in [min_probability, 1], that ``edge`` carries ``amount_msat`` now."""
-        lo, hi = self.liquidity_bounds(edge, now)
-        if amount_msat <= lo:
-            probability = 1.0
-        elif amount_msat >= hi:
-            probability = 0.0
-        else:
-            probability = (hi - amount_msat) / (hi - lo)
+        hi = edge.capacity_msat + 1
+        history = self.pairs.get((edge.short_channel_id, edge.source, edge.dest))
+        failure = history.failure if history is not None else None
+        success = history.success if history is not None else None
+        # Each observation still holds with its weight: mix the four cases.
+        fail_weight = 0.0 if failure is None else self.weight(failure.at, now)
+        success_weight = 0.0 if success is None else self.weight(success.at, now)
+        fail_hi = hi if failure is None else min(failure.amount_msat, hi)
+        success_lo = 0 if success is None else success.amount_msat
+        probability = 0.0
+        for weight, lo_msat, hi_msat in (
+            ((1 - fail_weight) * (1 - success_weight), 0, hi),
+            (fail_weight * (1 - success_weight), 0, fail_hi),
+            ((1 - fail_weight) * success_weight, success_lo, hi),
+            (fail_weight * success_weight, success_lo, fail_hi),
+        ):
+            if weight > 0:
+                probability += weight * _uniform_probability(amount_msat, lo_msat, hi_msat)
         failed_at = self.node_failures.get(edge.source)
         if failed_at is not None:
             probability *= 1.0 - self.weight(failed_at, now)
@@ -164,6 +163,15 @@ class MissionControl:
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"mission control: malformed stored data: {exc!r}") from None
         return mission
+
+
+def _uniform_probability(amount_msat: int, lo_msat: int, hi_msat: int) -> float:
+    """P(liquidity >= amount) for liquidity uniform in [lo, hi): surely lo, surely not hi."""
+    if amount_msat <= lo_msat:
+        return 1.0
+    if amount_msat >= hi_msat:
+        return 0.0
+    return (hi_msat - amount_msat) / (hi_msat - lo_msat)
 
 
 def _observation(amount_msat: Any, at: Any) -> Observation | None:

@@ -16,6 +16,7 @@ from peers.channels import ChannelManager
 from peers.closing import Closing
 from peers.config import PeerConfig
 from peers.forwarding import Forwarder
+from peers.gossip_sync import GossipSync
 from peers.links import LinkManager
 from peers.onchain import OnchainResolver
 from peers.opening import Opening
@@ -25,7 +26,9 @@ from peers.store import Store
 from peers.verbs import ChannelVerbs
 from peers.wallet import Wallet
 
-CHANNEL_MESSAGES = {
+GOSSIP_MESSAGES = {"channel_announcement", "channel_update", "node_announcement",
+                   "gossip_timestamp_filter"}
+CHANNEL_MESSAGES = {"announcement_signatures",
     "open_channel", "accept_channel", "funding_created", "funding_signed", "channel_ready",
     "update_add_htlc", "update_fulfill_htlc", "update_fail_htlc", "update_fail_malformed_htlc",
     "commitment_signed", "revoke_and_ack", "update_fee", "shutdown", "closing_signed",
@@ -83,6 +86,7 @@ class PeerService(ChannelVerbs, Service):
         self.onchain = OnchainResolver(self)
         self.reestablish = Reestablish(self)
         self.forwarder = Forwarder(self)
+        self.gossip = GossipSync(self)
         self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
         self.channels.on_htlc_fulfilled = self._htlc_fulfilled
         self.channels.on_htlc_failed = self._htlc_failed
@@ -98,7 +102,7 @@ class PeerService(ChannelVerbs, Service):
         self.payments.reconcile()
         self.links = LinkManager(self.ctx, self.node_id, self.config.p2p, self.config.timers,
                                  self.events, self.log, self.on_message, self.config.alias)
-        self.links.on_connected = self.reestablish.on_connected
+        self.links.on_connected = self._on_connected
         self.links.on_disconnected = self.reestablish.on_disconnected
         await self.links.start()
         self.follower = ChainFollower(self.ctx, self.chain, self.config.chain_blocks,
@@ -106,6 +110,7 @@ class PeerService(ChannelVerbs, Service):
                                       self.on_block, self.on_reorg)
         await self.follower.catch_up()
         self.spawn(self.follower.run(), "chain-follower")
+        self.spawn(self.gossip.run(), "gossip")
         for target in self.config.connect:
             await self.links.connect(pubkey_arg(target["node_id"], "node_id"),
                                      target["endpoint"])
@@ -137,6 +142,7 @@ class PeerService(ChannelVerbs, Service):
             self.events.emit("tx_confirmed", txid=txid, height=height)
         if self.follower is None or height < self.follower.height:
             return  # catching up: act once we are at the tip
+        self.gossip.on_block(txs)
         await self.broadcaster.on_block(height, txs)
         await self.onchain.on_block(height, txs)
         for ch in list(self.channels.channels.values()):
@@ -164,6 +170,10 @@ class PeerService(ChannelVerbs, Service):
             ch = self.channels.channels[item["channel_id"]]
             await self.onchain.second_stage_confirmed(ch, item, tx)
 
+    async def _on_connected(self, peer_id: bytes) -> None:
+        await self.reestablish.on_connected(peer_id)
+        await self.gossip.on_connected(peer_id)
+
     async def _htlc_fulfilled(self, ch: Any, htlc: Any, preimage: bytes) -> None:
         if self.forwarder.is_forward(ch, htlc):
             await self.forwarder.on_fulfilled(ch, htlc, preimage)
@@ -179,6 +189,9 @@ class PeerService(ChannelVerbs, Service):
     # --- messages ---------------------------------------------------------------------
     async def on_message(self, node_id: bytes, env: Envelope) -> None:
         """Dispatch a Lightning message; protocol errors never take the process down."""
+        if env.type in GOSSIP_MESSAGES:
+            await self.gossip.on_message(node_id, env.type, env.body)
+            return
         if env.type in CHANNEL_MESSAGES:
             if env.type == "channel_reestablish":
                 await self.reestablish.on_channel_reestablish(node_id, env.body)
@@ -197,6 +210,7 @@ class PeerService(ChannelVerbs, Service):
         return {"kind": "peer", "id": self.node_id, "alias": self.config.alias,
                 "name": self.name, "blockheight": self.height, "num_peers": len(connected),
                 "p2p": self.config.p2p, "wallet_key": self.wallet.key(0), "channels": states,
+                "fees_earned_msat": self.forwarder.earned_msat,
                 **self.wallet.balance()}
 
     async def rpc_newaddress(self) -> bytes:

@@ -88,7 +88,8 @@ class Opening:
                        local=local, secrets=secrets, temp_id=temp_id,
                        minimum_depth=self.node.config.timers.min_depth)
 
-    async def fundchannel(self, peer_id: bytes, amount_sat: int, push_msat: int = 0) -> Channel:
+    async def fundchannel(self, peer_id: bytes, amount_sat: int, push_msat: int = 0,
+                          announce: bool = True) -> Channel:
         """Open a channel of ``amount_sat`` to ``peer_id`` and wait until it is funded."""
         if type(amount_sat) is not int or not MIN_FUNDING_SAT <= amount_sat <= MAX_FUNDING_SAT:
             raise BadRequest(f"amount_sat must be from {MIN_FUNDING_SAT} to {MAX_FUNDING_SAT}")
@@ -99,13 +100,14 @@ class Opening:
         self.node.wallet.build_payment(cm.funding_policy(self.node.node_id, peer_id), amount_sat)
         ch = self._new_channel(peer_id, amount_sat, push_msat, True,
                                self.manager.temp_id(), DEFAULT_FEERATE_PER_KW)
+        ch.announce = bool(announce)
         self.manager.add(ch)
         future = asyncio.get_running_loop().create_future()
         self.waiting[ch.temp_id] = future
         await self.manager.send(ch, "open_channel", {
             "chain_hash": CHAIN_HASH, "temporary_channel_id": ch.temp_id,
             "funding_satoshis": amount_sat, "push_msat": push_msat,
-            "feerate_per_kw": ch.feerate_per_kw, "channel_flags": 1,
+            "feerate_per_kw": ch.feerate_per_kw, "channel_flags": 1 if ch.announce else 0,
             "first_per_commitment_point": ch.local_point(0), **_params_body(ch.local)})
         try:
             await asyncio.wait_for(future, self.node.config.timers.open_timeout)
@@ -148,6 +150,7 @@ class Opening:
         ch = self._new_channel(peer_id, funding_sat, body["push_msat"], False, temp_id,
                                body["feerate_per_kw"])
         ch.remote = remote
+        ch.announce = bool(body["channel_flags"] & 1)
         ch.remote_points[0] = body["first_per_commitment_point"]
         self.manager.add(ch)
         await self.manager.send(ch, "accept_channel", {
@@ -235,3 +238,4 @@ class Opening:
             self.node.events.emit("channel_open", channel_id=ch.cid, peer=ch.peer_id,
                                   short_channel_id=ch.short_channel_id,
                                   capacity_sat=ch.funding_sat)
+            self.node.spawn(self.node.gossip.channel_opened(ch), "announce")

@@ -44,12 +44,13 @@ def channel_summary(ch: Channel) -> dict[str, Any]:
 class ChannelVerbs:
     """Mixed into the peer service; ``self`` is the PeerService."""
 
-    async def rpc_fundchannel(self, node_id: Any, amount_sat: int,
-                              push_msat: int = 0) -> dict[str, Any]:
-        """Open a channel of amount_sat to a connected peer (optionally pushing push_msat)."""
+    async def rpc_fundchannel(self, node_id: Any, amount_sat: int, push_msat: int = 0,
+                              announce: bool = True) -> dict[str, Any]:
+        """Open a channel of amount_sat to a connected peer (optionally pushing push_msat;
+        announce=False keeps it private)."""
         from peers.node import pubkey_arg
         ch = await self.opening.fundchannel(pubkey_arg(node_id, "node_id"), amount_sat,
-                                            push_msat)
+                                            push_msat, announce)
         return {"channel_id": ch.cid, "funding_txid": ch.funding_outpoint.txid,
                 "state": ch.state.name}
 
@@ -111,6 +112,10 @@ class ChannelVerbs:
         from peers.node import pubkey_arg
         await self.links.send(pubkey_arg(node_id, "node_id"), type, body)
         return True
+
+    async def rpc_listgraph(self) -> dict[str, Any]:
+        """Our view of the network: nodes and channels with both directions' policies."""
+        return self.gossip.graph.summary()
 
     async def rpc_listinvoices(self) -> list[dict[str, Any]]:
         """Invoices with their status."""
