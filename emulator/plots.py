@@ -32,6 +32,7 @@ SUCCESS_COLOUR = "#2ca02c"
 FAILURE_COLOUR = "#d62728"
 MAX_LEGEND_LINES = 16
 MAX_EDGE_LABELS = 40
+GRAVITY = 0.1
 CLOSED_STATE_WORDS = ("clos", "force", "punish", "redeem", "onchain")
 
 
@@ -47,6 +48,11 @@ def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=DPI, format="png")
     return path
+
+
+def _plural(count: int, noun: str) -> str:
+    """``1 node``, ``2 nodes``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _note(ax: Axes, text: str) -> None:
@@ -73,14 +79,14 @@ def plot_success_over_time(outcomes: Sequence[tuple[float, bool]], path: Path) -
     ordered = sorted(outcomes)
     times = np.array([t for t, _ in ordered], dtype=float)
     ok = np.array([succeeded for _, succeeded in ordered], dtype=bool)
-    _draw_buckets(top, times, ok)
-    _draw_cumulative_rate(bottom, times, ok)
+    end = float(times.max()) if times.max() > 0 else 1.0
+    _draw_buckets(top, times, ok, end)
+    _draw_cumulative_rate(bottom, times, ok, end)
     return _save(fig, path)
 
 
-def _draw_buckets(ax: Axes, times: np.ndarray, ok: np.ndarray) -> None:
+def _draw_buckets(ax: Axes, times: np.ndarray, ok: np.ndarray, end: float) -> None:
     """Stacked bars of succeeded and failed payments per time bucket."""
-    end = float(times.max()) if times.max() > 0 else 1.0
     buckets = int(min(40, max(5, math.ceil(math.sqrt(len(times))))))
     edges = np.linspace(0.0, end * (1 + 1e-9), buckets + 1)
     succeeded, _ = np.histogram(times[ok], bins=edges)
@@ -91,18 +97,22 @@ def _draw_buckets(ax: Axes, times: np.ndarray, ok: np.ndarray) -> None:
     ax.bar(edges[:-1], failed, width=width, align="edge", bottom=succeeded,
            color=FAILURE_COLOUR, edgecolor="white", label=f"failed ({int((~ok).sum())})")
     ax.set_ylabel(f"payments per {width:.3g} s")
-    ax.legend(loc="upper left")
+    ax.set_ylim(0, max(int((succeeded + failed).max()), 1) * 1.3)  # room for the legend
+    ax.legend(loc="upper center", ncol=2)
     ax.grid(axis="y", alpha=0.3)
 
 
-def _draw_cumulative_rate(ax: Axes, times: np.ndarray, ok: np.ndarray) -> None:
-    """Cumulative success rate by scheduled time, with a 95% Wilson band."""
-    n = np.arange(1, len(ok) + 1)
-    wins = np.cumsum(ok)
-    bounds = np.array([wilson_interval(int(w), int(k)) for w, k in zip(wins, n, strict=True)])
-    ax.fill_between(times, bounds[:, 0], bounds[:, 1], step="post", color="tab:blue",
+def _draw_cumulative_rate(ax: Axes, times: np.ndarray, ok: np.ndarray, end: float) -> None:
+    """Cumulative success rate by scheduled time, with a 95% Wilson band, held to ``end``."""
+    wins, count = np.cumsum(ok), np.arange(1, len(ok) + 1)
+    # one point per distinct time (after all payments scheduled then), then hold to the end
+    last = np.r_[times[1:] != times[:-1], True]
+    xs = np.r_[times[last], end]
+    wins, count = np.r_[wins[last], wins[-1]], np.r_[count[last], count[-1]]
+    bounds = np.array([wilson_interval(int(w), int(n)) for w, n in zip(wins, count, strict=True)])
+    ax.fill_between(xs, bounds[:, 0], bounds[:, 1], step="post", color="tab:blue",
                     alpha=0.2, label="95% Wilson CI")
-    ax.step(times, wins / n, where="post", color="tab:blue", label="success rate")
+    ax.step(xs, wins / count, where="post", color="tab:blue", label="success rate")
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
 
@@ -162,15 +172,32 @@ def plot_liquidity(samples: Sequence[tuple[float, str, str, float]], path: Path)
         points.sort()
         ax.step([t for t, _ in points], [s for _, s in points], where="post",
                 color=palette(index % palette.N), linestyle="-" if first_side else "--",
-                linewidth=1.6 if few else 0.8, alpha=1.0 if few else 0.6,
+                linewidth=1.6 if few else 0.6, alpha=1.0 if few else 0.25,
                 label=f"{channel}: {peer}")
     if few:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
                   title="channel: side")
     else:
-        _note_corner(ax, f"{len(lines)} channel sides (legend omitted)")
+        _draw_share_band(ax, list(lines.values()))
+        _note_corner(ax, f"{len(lines)} channel sides; faint lines are single sides")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _draw_share_band(ax: Axes, lines: list[list[tuple[float, float]]]) -> None:
+    """Median and 10-90th percentile of all sides' shares, each held since its last sample."""
+    grid = np.unique([t for points in lines for t, _ in points])
+    values = np.full((len(lines), len(grid)), np.nan)
+    for row, points in enumerate(lines):
+        times = np.array([t for t, _ in points])
+        shares = np.array([share for _, share in points])
+        index = np.searchsorted(times, grid, side="right") - 1
+        values[row] = np.where(index >= 0, shares[np.maximum(index, 0)], np.nan)
+    low, median, high = np.nanpercentile(values, [10, 50, 90], axis=0)
+    band = ax.fill_between(grid, low, high, step="post", color="tab:blue", alpha=0.25,
+                           label="10th-90th percentile")
+    (line,) = ax.step(grid, median, where="post", color="black", linewidth=2, label="median")
+    ax.legend(handles=[line, band], loc="lower left", fontsize=8)
 
 
 def _note_corner(ax: Axes, text: str) -> None:
@@ -205,13 +232,30 @@ def spring_layout(names: Sequence[str], edges: Sequence[tuple[str, str]], seed: 
         delta = pos[:, None, :] - pos[None, :, :]
         distance = np.maximum(np.linalg.norm(delta, axis=-1), 1e-3)
         force = ideal * ideal / distance**2 - adjacency * distance / ideal
-        displacement = np.einsum("ijk,ij->ik", delta, force)
+        # gravity keeps lone nodes and separate components from drifting off, which
+        # would shrink everything else to a dot when the layout is rescaled
+        displacement = np.einsum("ijk,ij->ik", delta, force) - GRAVITY * pos
         length = np.maximum(np.linalg.norm(displacement, axis=-1), 1e-9)
         temperature = 0.1 * (1 - step / iterations)
         pos += displacement * (np.minimum(length, temperature) / length)[:, None]
     pos -= pos.mean(axis=0)
     pos /= max(float(np.abs(pos).max()), 1e-9)
     return {name: (float(x), float(y)) for name, (x, y) in zip(names, pos, strict=True)}
+
+
+def network_layout(names: Sequence[str], edges: Sequence[tuple[str, str]], seed: int = 0
+                   ) -> dict[str, tuple[float, float]]:
+    """Spring layout of the nodes with channels; nodes without any in a row beneath."""
+    linked = {n for edge in edges for n in edge}
+    connected = [name for name in names if name in linked]
+    alone = [name for name in names if name not in linked]
+    if not connected:
+        return circle_layout(alone) if len(alone) > 1 else {n: (0.0, 0.0) for n in alone}
+    pos = spring_layout(connected, edges, seed=seed)
+    row_y = min(y for _, y in pos.values()) - 0.5
+    row_xs = np.linspace(-0.8, 0.8, len(alone)) if len(alone) > 1 else [0.0]
+    pos.update({name: (float(x), row_y) for name, x in zip(alone, row_xs, strict=False)})
+    return pos
 
 
 def plot_network(graph: GraphSnapshot, path: Path, seed: int = 0) -> Path:
@@ -221,18 +265,26 @@ def plot_network(graph: GraphSnapshot, path: Path, seed: int = 0) -> Path:
     large = len(names) > 30
     fig = _new_figure(11.0 if large else 8.5, 8.5 if large else 6.5)
     ax = fig.subplots()
-    ax.set_title(f"Network: {len(names)} nodes, {len(graph.channels)} channels")
+    ax.set_title(f"Network: {_plural(len(names), 'node')}, "
+                 f"{_plural(len(graph.channels), 'channel')}")
     ax.set_axis_off()
     if not names:
         _note(ax, "no nodes in this run")
         return _save(fig, path)
-    pos = spring_layout(names, [(c.a, c.b) for c in graph.channels], seed=seed)
+    pos = network_layout(names, [(c.a, c.b) for c in graph.channels], seed=seed)
     _draw_edges(fig, ax, graph.channels, pos)
     _draw_nodes(ax, graph, names, pos, large)
-    ax.set_xlim(-1.25, 1.25)
-    ax.set_ylim(-1.2, 1.2)
-    ax.set_aspect("equal")
+    _fit_limits(ax, pos)
     return _save(fig, path)
+
+
+def _fit_limits(ax: Axes, pos: dict[str, tuple[float, float]]) -> None:
+    """Axis limits around the nodes, with room for labels, keeping circles round."""
+    xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
+    half = max(max(xs) - min(xs), max(ys) - min(ys), 0.5) / 2 + 0.2
+    centre_x, centre_y = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    ax.set_xlim(centre_x - half * 1.3, centre_x + half * 1.3)  # the figure is wider than tall
+    ax.set_ylim(centre_y - half, centre_y + half)
 
 
 def _is_closed(channel: GraphChannel) -> bool:
@@ -290,8 +342,8 @@ def _draw_edges(fig: Figure, ax: Axes, channels: Sequence[GraphChannel],
 
 def _label_shares(ax: Axes, channel: GraphChannel, a: np.ndarray, b: np.ndarray) -> None:
     """Each side's outbound share written near its own end of the edge."""
-    for share, point in ((channel.share("a"), a + (b - a) * 0.25),
-                         (channel.share("b"), b + (a - b) * 0.25)):
+    for share, point in ((channel.share("a"), a + (b - a) * 0.3),
+                         (channel.share("b"), b + (a - b) * 0.3)):
         ax.text(point[0], point[1], f"{share:.0%}", ha="center", va="center", fontsize=8,
                 zorder=3, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white",
                                 "edgecolor": "0.7", "alpha": 0.85})
@@ -306,12 +358,12 @@ def _draw_nodes(ax: Axes, graph: GraphSnapshot, names: Sequence[str],
     for r, role in enumerate(role_names):
         members = [name for name in names if roles.get(name, "peer") == role]
         ax.scatter([pos[n][0] for n in members], [pos[n][1] for n in members],
-                   s=120 if large else 700, color=palette(r % palette.N), edgecolors="black",
+                   s=80 if large else 450, color=palette(r % palette.N), edgecolors="black",
                    linewidths=1.0, zorder=4, label=role)
     for name in names:
-        x, y = pos[name]
-        ax.text(x, y + (0.05 if large else 0.0), name, ha="center",
-                va="bottom" if large else "center", fontsize=7 if large else 9,
-                fontweight="bold", zorder=5, color="black" if large else "white")
+        ax.annotate(name, pos[name], xytext=(0, -9 if large else -19), textcoords="offset points",
+                    ha="center", va="top", fontsize=7 if large else 10, zorder=5,
+                    fontweight="bold", bbox={"boxstyle": "round,pad=0.1", "facecolor": "white",
+                                             "edgecolor": "none", "alpha": 0.7})
     if len(role_names) > 1:
         ax.legend(loc="lower left", title="role", fontsize=8, markerscale=0.5)

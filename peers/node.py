@@ -18,9 +18,12 @@ from peers.config import PeerConfig
 from peers.forwarding import Forwarder
 from peers.gossip_sync import GossipSync
 from peers.links import LinkManager
+from peers.messages import Messages
 from peers.onchain import OnchainResolver
 from peers.opening import Opening
+from peers.paying import Payer
 from peers.payments import Payments
+from peers.receiving import Receiver
 from peers.reestablish import Reestablish
 from peers.store import Store
 from peers.verbs import ChannelVerbs
@@ -87,6 +90,9 @@ class PeerService(ChannelVerbs, Service):
         self.reestablish = Reestablish(self)
         self.forwarder = Forwarder(self)
         self.gossip = GossipSync(self)
+        self.payer = Payer(self)
+        self.receiver = Receiver(self)
+        self.messages = Messages(self)
         self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
         self.channels.on_htlc_fulfilled = self._htlc_fulfilled
         self.channels.on_htlc_failed = self._htlc_failed

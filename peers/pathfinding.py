@@ -388,7 +388,8 @@ class _PartPlanner:
 
     def _fits(self, path: Sequence[Edge], search: _Search) -> bool:
         route = _route_for(path, search)
-        return all(search.carries(edge, hop.amount_msat) for edge, hop in zip(path, route, strict=True))
+        return all(search.carries(edge, hop.amount_msat)
+                   for edge, hop in zip(path, route, strict=True))
 
     def _widen(self, path: Sequence[Edge], search: _Search, remaining_msat: int) -> int:
         """The largest part (>= search.amount_msat) this path carries, leaving no tiny rest."""
@@ -422,13 +423,13 @@ class _PartPlanner:
         while remaining_msat > 0:
             attempt_msat = self._first_part(remaining_msat, attempt_msat)
             if len(routes) >= self.parts_max or attempt_msat < self.min_part_msat:
-                raise self._failure(remaining_msat)
+                raise self._failure(remaining_msat, None)
             search = self._remaining_search(attempt_msat)
             try:
                 path = _find_path(self._remaining_edges(), search)
             except NoRouteError as exc:
                 if exc.reason not in SPLITTABLE_REASONS or attempt_msat == self.min_part_msat:
-                    raise self._failure(remaining_msat) from exc
+                    raise self._failure(remaining_msat, exc) from exc
                 attempt_msat = max(attempt_msat // 2, self.min_part_msat)
                 continue
             part_msat = self._widen(path, search, remaining_msat)
@@ -437,12 +438,13 @@ class _PartPlanner:
             attempt_msat = remaining_msat
         return routes
 
-    def _failure(self, remaining_msat: int) -> NoRouteError:
+    def _failure(self, remaining_msat: int, cause: NoRouteError | None) -> NoRouteError:
         total_msat = self.search.amount_msat
+        why = f" ({cause.args[0].removeprefix('no route: ')})" if cause is not None else ""
         return NoRouteError(NoRouteReason.SPLIT,
                             f"could not split {total_msat} msat into at most {self.parts_max} "
                             f"parts of at least {self.min_part_msat} msat: {remaining_msat} "
-                            "msat found no route")
+                            f"msat found no route{why}")
 
 
 def split_payment(edges: Sequence[Edge], source: bytes, target: bytes, amount_msat: int, *,

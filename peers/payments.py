@@ -12,30 +12,20 @@ import asyncio
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from emulator.crypto import bolt11, sphinx
+from emulator.crypto import bolt11, sphinx, tlv
 from emulator.crypto.failures import FailureCode
 from emulator.errors import BadRequest, LnemuError
 from peers.channel import Channel
-from peers.channel_state import ChannelState
+from peers.graph import edges_from_route_hints
 from peers.htlc_ledger import Htlc, Side
-from peers.onion_payloads import HopPayload, PayloadError, decode_payload, unknown_payment_details
+from peers.onion_payloads import PayloadError, decode_payload
+from peers.paying import Request
 
 
 class PaymentFailed(LnemuError):
     code = "payment_failed"
-
-
-@dataclass(frozen=True)
-class RouteHop:
-    """One hop of a route: the node to reach, the channel to it, what it forwards."""
-
-    node_id: bytes
-    short_channel_id: int
-    amount_msat: int       # what this hop's incoming HTLC carries
-    cltv_expiry: int       # that HTLC's expiry
 
 
 class Payments:
@@ -79,7 +69,7 @@ class Payments:
     # --- paying ---------------------------------------------------------------------------
     async def pay(self, text: str, amount_msat: int | None = None,
                   timeout: float = 60.0, wait: bool = True) -> dict[str, Any]:
-        """Pay a BOLT 11 invoice; wait for the preimage or the failure."""
+        """Pay a BOLT 11 invoice over routes from our graph (and its route hints)."""
         try:
             inv = bolt11.decode(text)
         except LnemuError as exc:
@@ -92,62 +82,69 @@ class Payments:
                              "match a fixed-amount one")
         if inv.payee == self.node.node_id:
             raise BadRequest("cannot pay our own invoice")
-        existing = self.store.get("payments", inv.payment_hash)
+        hints = tuple(edges_from_route_hints(inv.route_hints, inv.payee)) \
+            if inv.route_hints else ()
+        req = Request(inv.payee, inv.payment_hash, amount, inv.min_final_cltv_expiry_delta,
+                      inv.payment_secret, hint_edges=hints)
+        return await self.start(req, timeout, wait, bolt11=text)
+
+    async def keysend(self, dest: bytes, amount_msat: int, extra: dict[int, bytes] | None = None,
+                      timeout: float = 60.0, wait: bool = True, kind: str = "keysend"
+                      ) -> dict[str, Any]:
+        """Pay ``dest`` without an invoice (bLIP-3): the preimage rides in the onion."""
+        if dest == self.node.node_id:
+            raise BadRequest("cannot pay ourselves")
+        if type(amount_msat) is not int or amount_msat <= 0:
+            raise BadRequest(f"amount_msat must be a positive int, got {amount_msat!r}")
+        preimage = os.urandom(32)
+        records = {tlv.KEYSEND_PREIMAGE: preimage, **(extra or {})}
+        req = Request(dest, hashlib.sha256(preimage).digest(), amount_msat,
+                      self.node.config.timers.min_final_cltv_expiry_delta,
+                      extra=tuple(sorted(records.items())))
+        return await self.start(req, timeout, wait, kind=kind)
+
+    async def start(self, req: Request, timeout: float, wait: bool, **info: Any
+                    ) -> dict[str, Any]:
+        """Record a payment and run it (in the background unless ``wait``)."""
+        existing = self.store.get("payments", req.payment_hash)
         if existing and existing["status"] in ("pending", "succeeded"):
-            raise PaymentFailed(f"payment {inv.payment_hash.hex()} is already "
+            raise PaymentFailed(f"payment {req.payment_hash.hex()} is already "
                                 f"{existing['status']}")
-        final = HopPayload(amount, 0, payment_secret=inv.payment_secret, total_msat=amount)
-        return await self.send_to_route(inv.payee, inv.payment_hash, final, amount,
-                                        inv.min_final_cltv_expiry_delta, timeout, text, wait)
-
-    def _direct_channel(self, node_id: bytes, amount_msat: int) -> Channel:
-        for ch in self.node.channels.with_peer(node_id):
-            if ch.state == ChannelState.OPEN and self.node.links.is_connected(node_id):
-                return ch
-        raise PaymentFailed(f"no route: no open channel to {node_id.hex()[:16]} with a "
-                            "connected peer")
-
-    async def send_to_route(self, dest: bytes, payment_hash: bytes, final: HopPayload,
-                            amount_msat: int, final_cltv_delta: int, timeout: float,
-                            bolt11_text: str = "", wait: bool = True) -> dict[str, Any]:
-        """One attempt over a direct channel to ``dest`` (routes come with issue 6)."""
-        ch = self._direct_channel(dest, amount_msat)
-        cltv = self.node.height + final_cltv_delta + 2
-        final = HopPayload(final.amt_to_forward, cltv, None, final.payment_secret,
-                           final.total_msat, final.extra)
-        session_key = os.urandom(32)
-        onion = sphinx.build_onion(session_key, [(dest, final.encode())], payment_hash)
-        record = {"payment_hash": payment_hash, "dest": dest, "amount_msat": amount_msat,
-                  "fee_msat": 0, "status": "pending", "created": time.time(),
-                  "bolt11": bolt11_text, "preimage": None, "failure": None,
-                  "attempts": [{"session_key": session_key, "route": [dest],
-                                "channel_id": ch.cid}]}
-        self.store.put("payments", payment_hash, record)
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[payment_hash] = future
-        try:
-            htlc = await self.node.channels.add_htlc(ch, amount_msat, payment_hash, cltv, onion)
-            if not wait:
-                return {**record, "htlc_id": htlc.htlc_id, "channel_id": ch.cid}
-            outcome = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise PaymentFailed(f"no outcome within {timeout:.0f}s; the HTLC stays in "
-                                "flight until it settles or times out") from None
-        except LnemuError as exc:
-            self._finish(payment_hash, "failed", failure=str(exc))
-            raise PaymentFailed(str(exc)) from None
-        finally:
-            self.waiting.pop(payment_hash, None)
+        record = {"payment_hash": req.payment_hash, "dest": req.dest,
+                  "amount_msat": req.amount_msat, "fee_msat": 0, "status": "pending",
+                  "created": time.time(), "preimage": None, "failure": None, "attempts": [],
+                  "parts": 1, "kind": info.pop("kind", "invoice"), **info}
+        self.store.put("payments", req.payment_hash, record)
+        task = self.node.spawn(self._run(req, time.time() + timeout), "pay")
+        if not wait:
+            return {"payment_hash": req.payment_hash, "status": "pending"}
+        outcome = await task
         if outcome["status"] != "succeeded":
-            raise PaymentFailed(outcome["failure"])
+            raise PaymentFailed(outcome.get("failure") or "payment failed")
         return outcome
+
+    async def _run(self, req: Request, deadline: float) -> dict[str, Any]:
+        result = await self.node.payer.run(req, deadline)
+        status = result.pop("status")
+        return self._finish(req.payment_hash, status, **result) or {"status": status}
+
+    def add_attempt(self, payment_hash: bytes, attempt: dict[str, Any]) -> None:
+        """Remember an attempt (its session key decodes the failure, even after a restart)."""
+        record = self.store.get("payments", payment_hash)
+        if record is not None:
+            record["attempts"].append(attempt)
+            self.store.put("payments", payment_hash, record)
 
     def _finish(self, payment_hash: bytes, status: str, **fields: Any) -> dict[str, Any] | None:
         record = self.store.get("payments", payment_hash)
         if record is None:
             return None  # not ours (a forwarded HTLC, or a dev HTLC)
-        if record.get("status") == "succeeded":
+        if record.get("status") == "succeeded" and status != "succeeded":
             return record  # a payment that succeeded never turns into anything else
+        if record.get("status") == status:
+            record.update(fields)  # more detail on an outcome already known (fee, parts)
+            self.store.put("payments", payment_hash, record)
+            return record
         record.update(status=status, finished=time.time(), **fields)
         self.store.put("payments", payment_hash, record)
         self.node.events.emit(f"payment_{status}", payment_hash=payment_hash,
@@ -159,7 +156,8 @@ class Payments:
         return record
 
     async def on_htlc_fulfilled(self, ch: Channel, htlc: Htlc, preimage: bytes) -> None:
-        self._finish(htlc.payment_hash, "succeeded", preimage=preimage)
+        self._finish(htlc.payment_hash, "succeeded", preimage=preimage)  # the proof, at once
+        self.node.payer.resolve(ch, htlc, {"preimage": preimage})
 
     def reconcile(self) -> None:
         """After a restart: settle the records of payments whose outcome was decided
@@ -193,29 +191,11 @@ class Payments:
                      failure="the peer disconnected before the HTLC was committed")
 
     async def on_htlc_failed(self, ch: Channel, htlc: Htlc, info: dict[str, Any]) -> None:
-        record = self.store.get("payments", htlc.payment_hash)
-        if record is None:
+        if self.node.payer.resolve(ch, htlc, info):
             return
-        attempt = record["attempts"][-1]
-        if "malformed_code" in info:
-            why = f"hop 0 could not parse the onion ({FailureCode(info['malformed_code']).name})"
-        else:
-            why = self._decode_failure(attempt, info["reason"])
-        self._finish(htlc.payment_hash, "failed", failure=why)
-
-    @staticmethod
-    def _decode_failure(attempt: dict[str, Any], reason: bytes) -> str:
-        try:
-            index, message = sphinx.decode_error(attempt["session_key"], attempt["route"],
-                                                 reason)
-        except LnemuError as exc:
-            return f"undecodable failure: {exc}"
-        code = int.from_bytes(message[:2], "big")
-        try:
-            name = FailureCode(code).name.lower()
-        except ValueError:
-            name = f"code {code:#06x}"
-        return f"hop {index} ({attempt['route'][index].hex()[:16]}) failed: {name}"
+        record = self.store.get("payments", htlc.payment_hash)  # nobody waits: a restart
+        if record is not None and record["status"] == "pending":
+            self._finish(htlc.payment_hash, "failed", failure="the HTLC failed after a restart")
 
     # --- receiving -------------------------------------------------------------------------
     async def on_incoming_htlc(self, ch: Channel, htlc: Htlc) -> None:
@@ -243,43 +223,7 @@ class Payments:
             self.held.append((ch.cid, htlc.htlc_id))
             self.node.events.emit("htlc_held", channel_id=ch.cid, htlc_id=htlc.htlc_id)
             return
-        problem = self._check_final(htlc, payload)
-        if problem is not None:
-            await self._fail(ch, htlc, peeled.shared_secret, problem)
-            return
-        invoice = self.store.get("invoices", htlc.payment_hash)
-        await self.node.channels.fulfill_htlc(ch, htlc, invoice["preimage"])
-        invoice.update(status="paid", paid_at=time.time(), received_msat=htlc.amount_msat)
-        self.store.put("invoices", htlc.payment_hash, invoice)
-        self.node.events.emit("invoice_paid", payment_hash=htlc.payment_hash,
-                              amount_msat=htlc.amount_msat)
-
-    def _check_final(self, htlc: Htlc, payload: HopPayload) -> bytes | None:
-        """BOLT 4 final-node checks; the failure message, or None when all is well."""
-        height = self.node.height
-        invoice = self.store.get("invoices", htlc.payment_hash)
-        unknown = unknown_payment_details(htlc.amount_msat, height)
-        if invoice is None or invoice["status"] == "paid":
-            return unknown
-        if payload.payment_secret != invoice["secret"]:
-            return unknown
-        if invoice["amount_msat"] and not invoice["amount_msat"] <= htlc.amount_msat <= \
-                2 * invoice["amount_msat"]:
-            return unknown
-        if htlc.amount_msat < payload.amt_to_forward:
-            return int(FailureCode.FINAL_INCORRECT_HTLC_AMOUNT).to_bytes(2, "big") + \
-                htlc.amount_msat.to_bytes(8, "big")
-        if htlc.cltv_expiry < payload.outgoing_cltv_value:
-            return int(FailureCode.FINAL_INCORRECT_CLTV_EXPIRY).to_bytes(2, "big") + \
-                htlc.cltv_expiry.to_bytes(4, "big")
-        if htlc.cltv_expiry < height + self.node.config.timers.min_final_cltv_expiry_delta:
-            return unknown
-        if time.time() > invoice["expires_at"]:
-            return unknown
-        return None
-
-    async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
-        await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))
+        await self.node.receiver.on_final_htlc(ch, htlc, payload, peeled.shared_secret)
 
     def preimage_for(self, payment_hash: bytes) -> bytes | None:
         """The preimage of one of our invoices (to claim an HTLC on chain)."""

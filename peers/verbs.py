@@ -10,6 +10,19 @@ from peers.channel_state import ChannelState
 from peers.htlc_ledger import Side
 
 
+def receivable_msat(ch: Channel) -> int:
+    """What the peer can pay us on ``ch`` now: its balance less our reserve, its pending
+    HTLCs and (if it opened) the fee of one more HTLC."""
+    from peers import commitment as cm
+    led = ch.ledger
+    ctn = led.ctn_latest(Side.LOCAL)
+    pending = sum(h.amount_msat for s, h in led.htlcs_pending(Side.LOCAL) if s == Side.REMOTE)
+    fee_msat = 0 if ch.local_is_opener else 1000 * cm.commitment_fee_sat(
+        led.feerate(Side.LOCAL, ctn), len(led.htlcs(Side.LOCAL, ctn)) + 1)
+    return max(0, led.balance_msat(Side.REMOTE, Side.LOCAL, ctn) - pending - fee_msat
+               - 1000 * ch.local.channel_reserve_sat)
+
+
 def channel_summary(ch: Channel) -> dict[str, Any]:
     """What ``listchannels`` shows of one channel."""
     info: dict[str, Any] = {
@@ -88,19 +101,51 @@ class ChannelVerbs:
 
     async def rpc_dev_sendhtlc(self, node_id: Any, amount_msat: int,
                                payment_hash: Any = None) -> dict[str, Any]:
-        """Dev: offer a direct HTLC for a payment hash (random if omitted); no wait."""
+        """Dev: send an HTLC for a payment hash (random if omitted) that no invoice backs."""
         import os
 
         from peers.node import pubkey_arg
-        from peers.onion_payloads import HopPayload
+        from peers.paying import Request
         digest = bytes.fromhex(payment_hash) if isinstance(payment_hash, str) else \
             payment_hash or os.urandom(32)
         if not isinstance(digest, bytes) or len(digest) != 32:
             raise BadRequest("payment_hash must be 32 bytes")
-        final = HopPayload(amount_msat, 0)
-        return await self.payments.send_to_route(
-            pubkey_arg(node_id, "node_id"), digest, final, amount_msat,
-            self.config.timers.min_final_cltv_expiry_delta, 0, wait=False)
+        req = Request(pubkey_arg(node_id, "node_id"), digest, amount_msat,
+                      self.config.timers.min_final_cltv_expiry_delta)
+        return await self.payments.start(req, 60.0, wait=False, kind="dev")
+
+    async def rpc_keysend(self, node_id: Any, amount_msat: int, timeout: float = 60.0,
+                          wait: bool = True) -> dict[str, Any]:
+        """Pay a node without an invoice (bLIP-3 keysend)."""
+        from peers.node import pubkey_arg
+        return await self.payments.keysend(pubkey_arg(node_id, "node_id"), amount_msat,
+                                           timeout=timeout, wait=wait)
+
+    async def rpc_sendmessage(self, node_id: Any, text: str, amount_msat: int = 1000,
+                              timeout: float = 60.0, wait: bool = True) -> dict[str, Any]:
+        """Send a text message riding a small keysend payment (WhatSat records)."""
+        from peers.node import pubkey_arg
+        return await self.messages.send(pubkey_arg(node_id, "node_id"), text, amount_msat,
+                                        timeout, wait)
+
+    async def rpc_inbox(self) -> list[dict[str, Any]]:
+        """Messages received: verified sender, time, text and the amount that carried it."""
+        return self.messages.inbox()
+
+    async def rpc_liquidity(self) -> dict[str, Any]:
+        """Per channel and in total: outbound (what we can pay) and inbound (can be paid)."""
+        from peers.paying import spendable_msat
+        rows = []
+        for ch in self.channels.channels.values():
+            if ch.state != ChannelState.OPEN:
+                continue
+            inbound = receivable_msat(ch)
+            rows.append({"channel_id": ch.cid, "peer_id": ch.peer_id,
+                         "short_channel_id": ch.short_channel_id,
+                         "capacity_sat": ch.funding_sat, "outbound_msat": spendable_msat(ch),
+                         "inbound_msat": inbound})
+        return {"channels": rows, "outbound_msat": sum(r["outbound_msat"] for r in rows),
+                "inbound_msat": sum(r["inbound_msat"] for r in rows)}
 
     async def rpc_dev_withhold_revoke(self, withhold: bool = True) -> bool:
         """Dev/chaos: stop sending revoke_and_ack (a byzantine peer)."""

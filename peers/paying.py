@@ -1,0 +1,210 @@
+"""Paying: find routes over our own graph, send attempts, learn from failures, retry.
+
+Each attempt is one HTLC with an onion built for its route; a payment that no single
+route can carry is split into parts (MPP) that share the payment hash and secret.
+A failure comes back as an error onion that names the failing hop and its BOLT 4
+code: mission control remembers the channel (or node) and the next search avoids it,
+until a final-hop failure or the attempt budget ends the payment.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.crypto import sphinx
+from emulator.crypto.failures import NODE, PERM, FailureCode
+from emulator.errors import LnemuError
+from peers.channel import Channel
+from peers.channel_state import ChannelState
+from peers.htlc_ledger import Htlc, Side
+from peers.mission_control import MissionControl
+from peers.onion_payloads import HopPayload
+from peers.pathfinding import NoRouteError, Route, split_payment
+
+MAX_TRIES = 8
+CLTV_BUFFER = 2
+FINAL = {FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, FailureCode.FINAL_INCORRECT_CLTV_EXPIRY,
+         FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, FailureCode.INVALID_ONION_PAYLOAD}
+
+
+@dataclass
+class Request:
+    """What to pay: the payee, the hash, the amount and the final hop's extras."""
+
+    dest: bytes
+    payment_hash: bytes
+    amount_msat: int
+    final_cltv_delta: int
+    payment_secret: bytes | None = None
+    extra: tuple[tuple[int, bytes], ...] = ()
+    hint_edges: tuple = ()
+
+
+def failure_name(code: int) -> str:
+    try:
+        return FailureCode(code).name.lower()
+    except ValueError:
+        return f"code {code:#06x}"
+
+
+class Payer:
+    """Outgoing payments of the node."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        stored = node.store.value("mission_control")
+        self.mission = MissionControl.from_wire(stored) if stored else MissionControl(
+            half_life_s=node.config.timers.ping_interval * 60)
+        self.waiting: dict[tuple[bytes, int], asyncio.Future] = {}
+
+    def local_outbound(self) -> dict[int, int]:
+        """What we can spend now on each of our open channels (after reserve and fee)."""
+        out = {}
+        for ch in self.node.channels.channels.values():
+            if ch.state != ChannelState.OPEN or ch.short_channel_id is None or \
+                    not self.node.links.is_connected(ch.peer_id):
+                continue
+            out[ch.short_channel_id] = spendable_msat(ch)
+        return out
+
+    def routes(self, req: Request) -> list[Route]:
+        edges = self.node.gossip.graph.edges() + list(req.hint_edges)
+        return split_payment(
+            edges, self.node.node_id, req.dest, req.amount_msat,
+            current_height=self.node.height, final_cltv_delta=req.final_cltv_delta,
+            cltv_buffer=CLTV_BUFFER, mission=self.mission,
+            local_outbound_msat=self.local_outbound(), now=time.time())
+
+    async def run(self, req: Request, deadline: float) -> dict[str, Any]:
+        """Try until success, a final failure, no route, or the budget runs out."""
+        last = "no attempt made"
+        for _ in range(MAX_TRIES):
+            if time.time() > deadline:
+                break
+            try:
+                routes = self.routes(req)
+            except NoRouteError as exc:
+                return {"status": "failed", "failure": f"{exc} ({exc.reason})"}
+            results = await asyncio.gather(*(self._attempt(req, r, deadline) for r in routes))
+            won = [r for r in results if r.get("preimage")]
+            if won:
+                return {"status": "succeeded", "preimage": won[0]["preimage"],
+                        "fee_msat": sum(r.fee_msat for r in routes), "parts": len(routes),
+                        "route": [h.node_id for h in routes[0]]}
+            last = "; ".join(r["failure"] for r in results if r.get("failure"))
+            if any(r.get("final") for r in results):
+                return {"status": "failed", "failure": last}
+        return {"status": "failed", "failure": f"gave up: {last}"}
+
+    async def _attempt(self, req: Request, route: Route, deadline: float) -> dict[str, Any]:
+        ch = self._channel(route[0].short_channel_id)
+        if ch is None:
+            return {"failure": "our first channel is gone"}
+        session_key = os.urandom(32)
+        onion = sphinx.build_onion(session_key, self._hops(req, route), req.payment_hash)
+        self.node.payments.add_attempt(req.payment_hash, {
+            "session_key": session_key, "route": [h.node_id for h in route],
+            "scids": [h.short_channel_id for h in route],
+            "amounts": [h.amount_msat for h in route], "channel_id": ch.cid})
+        try:
+            htlc = await self.node.channels.add_htlc(ch, route[0].amount_msat, req.payment_hash,
+                                                     route[0].cltv_expiry, onion)
+        except LnemuError as exc:
+            self.mission.record_failure(route[0].short_channel_id, self.node.node_id,
+                                        route[0].node_id, route[0].amount_msat, time.time())
+            return {"failure": f"first hop refused: {exc}"}
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[(ch.cid, htlc.htlc_id)] = future
+        try:
+            outcome = await asyncio.wait_for(future, max(1.0, deadline - time.time()))
+        except TimeoutError:
+            return {"failure": "no outcome in time (the HTLC is still in flight)",
+                    "final": True}
+        finally:
+            self.waiting.pop((ch.cid, htlc.htlc_id), None)
+        if "preimage" in outcome:
+            self._learn_success(route)
+            return outcome
+        return self._learn_failure(route, outcome, session_key)
+
+    def _hops(self, req: Request, route: Route) -> list[tuple[bytes, bytes]]:
+        hops = []
+        for hop, nxt in zip(route, route[1:], strict=False):
+            payload = HopPayload(nxt.amount_msat, nxt.cltv_expiry, nxt.short_channel_id)
+            hops.append((hop.node_id, payload.encode()))
+        last = route[-1]
+        final = HopPayload(last.amount_msat, last.cltv_expiry, None, req.payment_secret,
+                           req.amount_msat if req.payment_secret else None, req.extra)
+        hops.append((last.node_id, final.encode()))
+        return hops
+
+    def _channel(self, scid: int) -> Channel | None:
+        for ch in self.node.channels.channels.values():
+            if ch.short_channel_id == scid and ch.state == ChannelState.OPEN:
+                return ch
+        return None
+
+    def _learn_success(self, route: Route) -> None:
+        now = time.time()
+        prev = self.node.node_id
+        for hop in route:
+            self.mission.record_success(hop.short_channel_id, prev, hop.node_id,
+                                        hop.amount_msat, now)
+            prev = hop.node_id
+        self._save()
+
+    def _learn_failure(self, route: Route, outcome: dict[str, Any],
+                       session_key: bytes) -> dict[str, Any]:
+        now = time.time()
+        if "malformed_code" in outcome:
+            self.mission.record_node_failure(route[0].node_id, now)
+            self._save()
+            return {"failure": f"hop 0 could not parse the onion "
+                               f"({failure_name(outcome['malformed_code'])})"}
+        try:
+            index, message = sphinx.decode_error(session_key, [h.node_id for h in route],
+                                                 outcome["reason"])
+        except LnemuError as exc:
+            return {"failure": f"undecodable failure: {exc}"}
+        code = int.from_bytes(message[:2], "big")
+        text = f"hop {index} ({route[index].node_id.hex()[:16]}) failed: {failure_name(code)}"
+        if index == len(route) - 1:
+            return {"failure": text, "final": code in FINAL or bool(code & PERM)}
+        nxt = route[index + 1]
+        if code & NODE:
+            self.mission.record_node_failure(route[index].node_id, now)
+        else:
+            self.mission.record_failure(nxt.short_channel_id, route[index].node_id,
+                                        nxt.node_id, nxt.amount_msat, now)
+        self._save()
+        return {"failure": text}
+
+    def _save(self) -> None:
+        self.node.store.set_value("mission_control", self.mission.to_wire())
+
+    # --- outcomes from the channel manager ---------------------------------------------
+    def resolve(self, ch: Channel, htlc: Htlc, outcome: dict[str, Any]) -> bool:
+        """Hand an HTLC's outcome to the attempt waiting for it; False if none waits."""
+        future = self.waiting.get((ch.cid, htlc.htlc_id))
+        if future is None or future.done():
+            return False
+        future.set_result(outcome)
+        return True
+
+
+def spendable_msat(ch: Channel) -> int:
+    """What we can offer on ``ch`` now: our balance on their next commitment, less
+    what is pending, their reserve, and (as opener) the fee of one more HTLC."""
+    from peers import commitment as cm
+    led = ch.ledger
+    ctn = led.ctn_latest(Side.REMOTE)
+    pending = sum(h.amount_msat for s, h in led.htlcs_pending(Side.REMOTE) if s == Side.LOCAL)
+    htlcs = len(led.htlcs(Side.REMOTE, ctn)) + 1
+    fee_msat = 1000 * cm.commitment_fee_sat(led.feerate(Side.REMOTE, ctn), htlcs) \
+        if ch.local_is_opener else 0
+    reserve_msat = 1000 * ch.remote.channel_reserve_sat
+    return max(0, led.balance_msat(Side.LOCAL, Side.REMOTE, ctn) - pending - fee_msat
+               - reserve_msat)

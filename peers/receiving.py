@@ -1,0 +1,139 @@
+"""Receiving as the final hop: invoices, keysend, text messages and multi-part payments.
+
+An HTLC is settled only when it is irrevocably committed and matches: an unpaid
+invoice (secret, amount, expiry, CLTV), or a keysend whose onion carries the
+preimage. Parts of a multi-part payment are held until their sum reaches the
+``total_msat`` the payer announced, then all settle together; if the rest does not
+arrive within the MPP timeout, every part fails back with ``mpp_timeout``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.crypto import sphinx, tlv
+from emulator.crypto.failures import FailureCode
+from peers.channel import Channel
+from peers.htlc_ledger import Htlc
+from peers.onion_payloads import HopPayload, failure_message, unknown_payment_details
+
+MPP_TIMEOUT_S = 60.0
+TEST_MPP_TIMEOUT_S = 5.0
+
+
+@dataclass
+class PartSet:
+    """Parts of one multi-part payment held until complete."""
+
+    total_msat: int
+    parts: list[tuple[Channel, Htlc, bytes]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def received_msat(self) -> int:
+        return sum(h.amount_msat for _, h, _ in self.parts)
+
+
+class Receiver:
+    """Final-hop logic of the node."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.store = node.store
+        self.held: dict[bytes, PartSet] = {}
+        fast = node.config.timers.ping_interval < 10
+        self.mpp_timeout_s = TEST_MPP_TIMEOUT_S if fast else MPP_TIMEOUT_S
+
+    async def on_final_htlc(self, ch: Channel, htlc: Htlc, payload: HopPayload,
+                            secret: bytes) -> None:
+        """Settle, hold (MPP) or fail an HTLC that ends here."""
+        records = payload.records
+        invoice = self.store.get("invoices", htlc.payment_hash)
+        if invoice is None and tlv.KEYSEND_PREIMAGE in records:
+            await self._keysend(ch, htlc, payload, secret, records)
+            return
+        problem = self._check(htlc, payload, invoice)
+        if problem is not None:
+            await self._fail(ch, htlc, secret, problem)
+            return
+        total = payload.total_msat or htlc.amount_msat
+        parts = self.held.setdefault(htlc.payment_hash, PartSet(total))
+        parts.parts.append((ch, htlc, secret))
+        if parts.received_msat >= total:
+            await self._settle_all(htlc.payment_hash, invoice)
+        elif parts.timer is None:
+            loop = asyncio.get_running_loop()
+            parts.timer = loop.call_later(self.mpp_timeout_s, lambda: self.node.spawn(
+                self._expire(htlc.payment_hash), "mpp-timeout"))
+            self.node.events.emit("mpp_part_held", payment_hash=htlc.payment_hash,
+                                  received_msat=parts.received_msat, total_msat=total)
+
+    def _check(self, htlc: Htlc, payload: HopPayload, invoice: dict | None) -> bytes | None:
+        """BOLT 4 final-node checks; the failure message, or None when all is well."""
+        height = self.node.height
+        unknown = unknown_payment_details(htlc.amount_msat, height)
+        if invoice is None or invoice["status"] == "paid":
+            return unknown
+        if payload.payment_secret != invoice["secret"]:
+            return unknown
+        total = payload.total_msat or htlc.amount_msat
+        if invoice["amount_msat"] and not invoice["amount_msat"] <= total <= \
+                2 * invoice["amount_msat"]:
+            return unknown
+        if htlc.amount_msat < payload.amt_to_forward:
+            return failure_message(FailureCode.FINAL_INCORRECT_HTLC_AMOUNT,
+                                   htlc.amount_msat.to_bytes(8, "big"))
+        if htlc.cltv_expiry < payload.outgoing_cltv_value:
+            return failure_message(FailureCode.FINAL_INCORRECT_CLTV_EXPIRY,
+                                   htlc.cltv_expiry.to_bytes(4, "big"))
+        if htlc.cltv_expiry < height + self.node.config.timers.min_final_cltv_expiry_delta:
+            return unknown
+        if time.time() > invoice["expires_at"]:
+            return unknown
+        return None
+
+    async def _settle_all(self, payment_hash: bytes, invoice: dict[str, Any]) -> None:
+        parts = self.held.pop(payment_hash)
+        if parts.timer is not None:
+            parts.timer.cancel()
+        for ch, htlc, _ in parts.parts:
+            await self.node.channels.fulfill_htlc(ch, htlc, invoice["preimage"])
+        invoice.update(status="paid", paid_at=time.time(), received_msat=parts.received_msat,
+                       parts=len(parts.parts))
+        self.store.put("invoices", payment_hash, invoice)
+        self.node.events.emit("invoice_paid", payment_hash=payment_hash,
+                              amount_msat=parts.received_msat, parts=len(parts.parts))
+
+    async def _expire(self, payment_hash: bytes) -> None:
+        parts = self.held.pop(payment_hash, None)
+        if parts is None:
+            return
+        self.node.events.emit("mpp_timeout", payment_hash=payment_hash,
+                              received_msat=parts.received_msat, total_msat=parts.total_msat)
+        for ch, htlc, secret in parts.parts:
+            await self._fail(ch, htlc, secret, failure_message(FailureCode.MPP_TIMEOUT))
+
+    async def _keysend(self, ch: Channel, htlc: Htlc, payload: HopPayload, secret: bytes,
+                       records: dict[int, bytes]) -> None:
+        preimage = records[tlv.KEYSEND_PREIMAGE]
+        if hashlib.sha256(preimage).digest() != htlc.payment_hash or \
+                htlc.amount_msat < payload.amt_to_forward:
+            await self._fail(ch, htlc, secret, unknown_payment_details(htlc.amount_msat,
+                                                                      self.node.height))
+            return
+        message = self.node.messages.accept(htlc, records) if tlv.TEXT_MESSAGE in records \
+            else None
+        record = {"payment_hash": htlc.payment_hash, "preimage": preimage, "secret": b"",
+                  "amount_msat": None, "description": "keysend", "bolt11": "",
+                  "status": "paid", "created": time.time(), "expires_at": 0,
+                  "received_msat": htlc.amount_msat, "paid_at": time.time(), "keysend": True}
+        self.store.put("invoices", htlc.payment_hash, record)
+        await self.node.channels.fulfill_htlc(ch, htlc, preimage)
+        self.node.events.emit("keysend_received", payment_hash=htlc.payment_hash,
+                              amount_msat=htlc.amount_msat, message=message is not None)
+
+    async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
+        await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))
