@@ -29,10 +29,13 @@ class Side(IntEnum):
     @property
     def other(self) -> Side:
         """The opposite side."""
-        return Side(-self.value)
+        return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
 
     def __str__(self) -> str:
         return self.name.lower()
+
+
+SIDES = (Side.LOCAL, Side.REMOTE)  # iterating the enum itself is slow on hot paths
 
 
 class UpdateKind(StrEnum):
@@ -233,7 +236,8 @@ class HtlcLedger:
             raise UnexpectedHtlcId(f"{offerer} HTLC id {htlc.htlc_id!r}, expected {expected_id}")
         if type(htlc.amount_msat) is not int or htlc.amount_msat <= 0 \
                 or not isinstance(htlc.payment_hash, bytes) or len(htlc.payment_hash) != 32:
-            raise InvalidUpdate(f"HTLC amount must be > 0 and its payment hash 32 bytes: {htlc}")
+            raise InvalidUpdate(f"HTLC {htlc.htlc_id}: the amount must be > 0 and the payment "
+                                "hash 32 bytes")
         receiver = offerer.other
         available_msat = self.balance_msat(offerer, receiver, self.ctn_latest(receiver) + 1)
         if htlc.amount_msat > available_msat:
@@ -245,7 +249,8 @@ class HtlcLedger:
 
     def _remove(self, kind: UpdateKind, offerer: Side, htlc_id: int) -> None:
         entry = self._live.get((offerer, htlc_id))
-        if (offerer, htlc_id) in self._archive or (entry and entry.removal):
+        gone = entry is None and type(htlc_id) is int and 0 <= htlc_id < self._next_id[offerer]
+        if gone or (entry and entry.removal):  # ids below the next are archived or pruned
             raise HtlcAlreadyRemoved(f"{offerer} HTLC {htlc_id} is already settled or failed")
         if entry is None:
             raise UnknownHtlc(f"no {offerer} HTLC with id {htlc_id!r}")
@@ -320,10 +325,10 @@ class HtlcLedger:
         """Forget archived HTLCs removed more than KEEP_REVOKED commitments ago, so
         the ledger (and every write of it) stays small however long the channel lives."""
         floor = {side: max(self._floor[side], self._oldest[side] - KEEP_REVOKED)
-                 for side in Side}
+                 for side in SIDES}
         for key, entry in list(self._archive.items()):
             if all(entry.removed[side] is not None and entry.removed[side] < floor[side]
-                   for side in Side):
+                   for side in SIDES):
                 del self._archive[key]
                 if entry.removal is UpdateKind.SETTLE:
                     self._pruned_msat[entry.offerer] -= entry.htlc.amount_msat
@@ -332,7 +337,7 @@ class HtlcLedger:
 
     def _irrevocable(self, lock: Lock) -> bool:
         """Is the update in both sides' current commitments, their previous ones revoked?"""
-        return all(_in(lock, side, self._oldest[side]) for side in Side)
+        return all(_in(lock, side, self._oldest[side]) for side in SIDES)
 
     def _updates(self) -> Iterator[_Ref]:
         """Every update not yet irrevocable on both sides (and some that are)."""
@@ -414,8 +419,8 @@ class HtlcLedger:
     def balance_msat(self, whose: Side, subject: Side, ctn: int | None = None) -> int:
         """whose's balance in subject's commitment at ctn, without HTLCs in flight and fees."""
         ctn = self._check_ctn(subject, ctn)
-        entries, base_msat = self._entries(subject, ctn)
-        balance_msat = base_msat[whose]
+        entries, applied_msat = self._entries(subject, ctn)
+        balance_msat = self._initial_msat[whose] + applied_msat[whose]
         for entry in entries:
             if not _in(entry.added, subject, ctn):
                 continue
@@ -449,12 +454,10 @@ class HtlcLedger:
         return ctn
 
     def _entries(self, subject: Side, ctn: int) -> tuple[Iterable[_HtlcEntry], dict[Side, int]]:
-        """The HTLC entries that matter at ctn, and the balances they start from."""
+        """The HTLC entries that matter at ctn, and what the others add to the balances."""
         if ctn >= self._oldest[subject]:  # the archive is fully applied from here on
-            base = {side: self._initial_msat[side] + self._archived_msat[side] for side in Side}
-            return self._live.values(), base
-        base = {side: self._initial_msat[side] + self._pruned_msat[side] for side in Side}
-        return itertools.chain(self._archive.values(), self._live.values()), base
+            return self._live.values(), self._archived_msat
+        return itertools.chain(self._archive.values(), self._live.values()), self._pruned_msat
 
     def ctn_floor(self, subject: Side) -> int:
         """The oldest commitment number of subject's that can still be rebuilt."""

@@ -55,6 +55,7 @@ class Link:
     pong_due: float | None = None  # loop time by which a pong must arrive
     backoff: float = 0.0
     reader: asyncio.Task | None = None
+    watcher: asyncio.Task | None = None
     keeper: asyncio.Task | None = None
     fault: str | None = None  # dev: the next message violates the session this way
 
@@ -187,7 +188,11 @@ class LinkManager:
         if link.reader:
             link.reader.cancel()
             link.reader = None
+        if link.watcher:
+            link.watcher.cancel()
+            link.watcher = None
         if link.dealer is not None:
+            link.dealer.disable_monitor()
             link.dealer.close(linger=0)
             link.dealer = None
 
@@ -209,6 +214,7 @@ class LinkManager:
         link.dealer = transport.dealer(self.ctx, link.endpoint, identity=self.node_id,
                                        immediate=False)
         link.reader = self._spawn(self._read_dealer(link, link.dealer))
+        link.watcher = self._spawn(self._watch_connection(link, link.dealer))
         link.outbound = OutboundSession()
         link.inbound.reset()
         await self._send_init(link)
@@ -239,6 +245,18 @@ class LinkManager:
             await self._drop(link, "ping timeout")
 
     # --- receiving -----------------------------------------------------------------
+    async def _watch_connection(self, link: Link, sock: zmq.asyncio.Socket) -> None:
+        """A closed connection (the peer died) ends the session at once, as a TCP
+        reset would; the keeper then redials with back-off."""
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            while True:
+                await monitor.recv_multipart()
+                if link.dealer is sock and link.connected:
+                    await self._drop(link, "connection lost", notify=False)
+        finally:
+            monitor.close(linger=0)
+
     async def _read_router(self) -> None:
         while True:
             frames = await self.router.recv_multipart()

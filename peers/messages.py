@@ -13,7 +13,7 @@ from typing import Any
 
 from emulator import policy
 from emulator.crypto import sphinx, tlv
-from emulator.errors import BadRequest
+from emulator.errors import BadRequest, LnemuError
 from peers.htlc_ledger import Htlc
 
 FORWARD_PAYLOAD_BYTES = 30  # a forwarding hop's payload: amount, cltv, short channel id
@@ -58,7 +58,9 @@ class Messages:
                       self.node.config.timers.min_final_cltv_expiry_delta)
         try:
             return max(len(r) for r in self.node.payer.routes(req))
-        except Exception:  # no route yet: the payment will say so; assume a long route
+        except LnemuError as exc:  # no route yet: the payment will say so
+            self.node.log.info("message to %s: no route to size the text: %s",
+                               dest.hex()[:16], exc)
             return 20
 
     def accept(self, htlc: Htlc, records: dict[int, bytes]) -> dict[str, Any]:

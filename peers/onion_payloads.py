@@ -64,7 +64,8 @@ def decode_payload(data: bytes) -> HopPayload:
             total = tlv.decode_tu64(data_field[32:])
         except DecodeError as exc:
             raise PayloadError(f"payment_data total: {exc}") from None
-    unknown_even = [t for t in records if t % 2 == 0 and t not in (tlv.PAYMENT_METADATA,)]
+    understood = {tlv.PAYMENT_METADATA, tlv.KEYSEND_PREIMAGE, tlv.TEXT_MESSAGE}
+    unknown_even = [t for t in records if t % 2 == 0 and t not in understood]
     if unknown_even:
         raise PayloadError(f"unknown even TLV type(s) {unknown_even}")
     return HopPayload(amt, cltv, int.from_bytes(scid, "big") if scid else None, secret, total,

@@ -121,7 +121,9 @@ class Opening:
         return ch
 
     def abandon(self, ch: Channel, reason: str) -> None:
-        """The opening failed: wake the waiting fundchannel with the reason."""
+        """The opening failed: free the funding coins, wake fundchannel with the reason."""
+        if ch.funding_tx is not None and ch.local_is_opener:
+            self.node.wallet.release(Tx.from_wire(ch.funding_tx))
         self._finish(ch, ChannelError(reason))
 
     def _finish(self, ch: Channel, error: Exception | None = None) -> None:
@@ -197,6 +199,7 @@ class Opening:
         ch.sm.set_state(ChannelState.AWAITING_LOCKIN)
         self.manager.save(ch)  # persist before the funding can reach the chain
         tx = Tx.from_wire(ch.funding_tx)
+        self.node.wallet.add_unconfirmed(tx)
         await self.node.broadcast(tx, "funding")
         self.node.events.emit("channel_funded", channel_id=ch.cid, peer=ch.peer_id,
                               capacity_sat=ch.funding_sat, txid=tx.txid)

@@ -27,7 +27,8 @@ from peers.pathfinding import NoRouteError, Route, split_payment
 MAX_TRIES = 8
 CLTV_BUFFER = 2
 FINAL = {FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, FailureCode.FINAL_INCORRECT_CLTV_EXPIRY,
-         FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, FailureCode.INVALID_ONION_PAYLOAD}
+         FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, FailureCode.INVALID_ONION_PAYLOAD,
+         FailureCode.MPP_TIMEOUT}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Request:
     payment_secret: bytes | None = None
     extra: tuple[tuple[int, bytes], ...] = ()
     hint_edges: tuple = ()
+    total_msat: int | None = None  # dev: announce a larger MPP total than we send
 
 
 def failure_name(code: int) -> str:
@@ -137,7 +139,8 @@ class Payer:
             hops.append((hop.node_id, payload.encode()))
         last = route[-1]
         final = HopPayload(last.amount_msat, last.cltv_expiry, None, req.payment_secret,
-                           req.amount_msat if req.payment_secret else None, req.extra)
+                           (req.total_msat or req.amount_msat) if req.payment_secret else None,
+                           req.extra)
         hops.append((last.node_id, final.encode()))
         return hops
 

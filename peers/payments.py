@@ -225,6 +225,9 @@ class Payments:
             return
         await self.node.receiver.on_final_htlc(ch, htlc, payload, peeled.shared_secret)
 
+    async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
+        await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))
+
     def preimage_for(self, payment_hash: bytes) -> bytes | None:
         """The preimage of one of our invoices (to claim an HTLC on chain)."""
         invoice = self.store.get("invoices", payment_hash)

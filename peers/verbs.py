@@ -114,6 +114,16 @@ class ChannelVerbs:
                       self.config.timers.min_final_cltv_expiry_delta)
         return await self.payments.start(req, 60.0, wait=False, kind="dev")
 
+    async def rpc_dev_sendpart(self, bolt11: str, amount_msat: int) -> dict[str, Any]:
+        """Dev: send one part of an invoice's amount as if more parts were to follow
+        (the payee should hold it, then fail it with mpp_timeout)."""
+        from emulator.crypto import bolt11 as b11
+        from peers.paying import Request
+        inv = b11.decode(bolt11)
+        req = Request(inv.payee, inv.payment_hash, amount_msat, inv.min_final_cltv_expiry_delta,
+                      inv.payment_secret, total_msat=inv.amount_msat)
+        return await self.payments.start(req, 60.0, wait=False, kind="dev")
+
     async def rpc_keysend(self, node_id: Any, amount_msat: int, timeout: float = 60.0,
                           wait: bool = True) -> dict[str, Any]:
         """Pay a node without an invoice (bLIP-3 keysend)."""

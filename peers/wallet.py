@@ -94,10 +94,28 @@ class Wallet:
 
     # --- balances and spends ------------------------------------------------------
     def balance(self) -> dict[str, int]:
+        confirmed = {op: c for op, c in self.coins.items() if c.height >= 0}
         spendable = sum(c.amount_sat for op, c in self.coins.items() if op not in self.reserved)
-        reserved = sum(c.amount_sat for op, c in self.coins.items() if op in self.reserved)
-        return {"confirmed_sat": spendable + reserved, "spendable_sat": spendable,
-                "reserved_sat": reserved, "coins": len(self.coins)}
+        reserved = sum(c.amount_sat for op, c in confirmed.items() if op in self.reserved)
+        unconfirmed = sum(c.amount_sat for c in self.coins.values() if c.height < 0)
+        return {"confirmed_sat": sum(c.amount_sat for c in confirmed.values()),
+                "spendable_sat": spendable, "reserved_sat": reserved,
+                "unconfirmed_sat": unconfirmed, "coins": len(confirmed)}
+
+    def add_unconfirmed(self, tx: Tx) -> None:
+        """Our own change from a tx we broadcast: spendable at once (the chain accepts a
+        child of an unconfirmed parent); it counts as confirmed once a block has it."""
+        for vout, out in enumerate(tx.outputs):
+            index = self._owner(out.cond)
+            op = OutPoint(tx.txid, vout)
+            if index is not None and op not in self.coins:
+                self.coins[op] = WalletCoin(op, out.amount_sat, index, -1)
+
+    def release(self, tx: Tx) -> None:
+        """Give back the coins reserved for a tx that will never be broadcast."""
+        for txin in tx.inputs:
+            if self.reserved.get(txin.outpoint) == tx.txid:
+                del self.reserved[txin.outpoint]
 
     def build_payment(self, dest: list, amount_sat: int,
                       feerate_sat_per_kb: int = DEFAULT_FEERATE_SAT_PER_KB) -> Tx:
@@ -108,7 +126,7 @@ class Wallet:
         if feerate_sat_per_kb < 0:
             raise WalletError("fee rate must not be negative")
         available = sorted((c for op, c in self.coins.items() if op not in self.reserved),
-                           key=lambda c: -c.amount_sat)
+                           key=lambda c: (c.height < 0, -c.amount_sat))  # confirmed first
         chosen: list[WalletCoin] = []
         for coin in available:
             chosen.append(coin)
@@ -154,6 +172,7 @@ class Wallet:
         for txin in tx.inputs:
             self.reserved[txin.outpoint] = tx.txid
         self.pending[tx.txid] = amount_sat
+        self.add_unconfirmed(tx)
 
     def to_wire(self) -> dict[str, Any]:
         return {"next_index": self.next_index}

@@ -69,3 +69,13 @@ def wealth(net: Network) -> int:
     net.wait_synced()
     miner = sum(c["amount_sat"] for c in net.chain.call("listunspent", pubkey=net.miner_key))
     return sum(net.balances().values()) + miner
+
+
+def worth_conserved(net: Network) -> bool:
+    """Wallets + channel balances + HTLCs in flight + miner = supply, to the msat."""
+    from emulator import invariants
+    net.wait_synced()
+    worth = {n: invariants.peer_worth_msat(net, n) for n in net.plans}
+    check = invariants.wealth_check(net, worth)
+    assert check.ok, check.detail
+    return True

@@ -1,0 +1,216 @@
+"""A network, not just channels: routing with fees, retries, MPP, messages, gossip."""
+from __future__ import annotations
+
+import pytest
+
+from emulator.actions import open_channels
+from emulator.network import PeerPlan
+from emulator.rpc import RpcError
+from emulator.waiting import wait_for
+from tests.lnhelpers import worth_conserved
+
+pytestmark = pytest.mark.process
+FEES = {"b": (1000, 100), "c": (2000, 10), "d": (500, 1000)}  # base msat, ppm
+LINE = ["a", "b", "c", "d", "e"]
+
+
+def _plans(names, links, fees=FEES):
+    return [PeerPlan(n, 3_000_000, tuple(links.get(n, ())), n, *fees.get(n, (1000, 1)))
+            for n in names]
+
+
+def _gossip_done(net, names, channels):
+    wait_for(lambda: all(len(net.rpc(n).call("listgraph")["channels"]) >= channels
+                         for n in names), 20, what="gossip converged")
+
+
+def _local(net, name, peer):
+    for ch in net.rpc(name).call("listchannels"):
+        if ch["peer_id"] == net.node_id(peer) and ch["state"] == "OPEN":
+            return ch["local_msat"]
+    raise AssertionError(f"no open channel {name}-{peer}")
+
+
+@pytest.fixture
+def line(network_factory):
+    net = network_factory(_plans(LINE, {n: [m] for n, m in zip(LINE, LINE[1:])}))
+    net.wait_connected()
+    open_channels(net, [(x, y, 1_000_000, 0) for x, y in zip(LINE, LINE[1:])])
+    _gossip_done(net, LINE, 4)
+    return net
+
+
+def test_line_payment_pays_every_hop_its_exact_fee(line):
+    net = line
+    before = {n: net.rpc(n).call("getinfo")["fees_earned_msat"] for n in "bcd"}
+    amount = 50_000_000
+    inv = net.rpc("e").call("invoice", amount_msat=amount, description="5 hops")
+    res = net.rpc("a").call("pay", bolt11=inv["bolt11"])
+    assert res["status"] == "succeeded" and res["preimage"]
+    # fees, from the payee back: d forwards `amount`, c forwards amount + fee_d, ...
+    expect, forwarded = {}, amount
+    for hop in ("d", "c", "b"):
+        base, ppm = FEES[hop]
+        expect[hop] = base + forwarded * ppm // 1_000_000
+        forwarded += expect[hop]
+    assert res["fee_msat"] == sum(expect.values())
+    for hop in "bcd":
+        earned = net.rpc(hop).call("getinfo")["fees_earned_msat"] - before[hop]
+        assert earned == expect[hop], hop
+    # every channel moved by what crossed it
+    assert 1_000_000_000 - _local(net, "a", "b") == forwarded
+    assert _local(net, "e", "d") == amount
+    assert worth_conserved(net)
+
+
+def test_cltv_deltas_add_up_along_the_route(line):
+    net = line
+    net.rpc("e").call("dev_hold", hold=True)
+    inv = net.rpc("e").call("invoice", amount_msat=10_000_000, description="held")
+    net.rpc("a").call("pay", bolt11=inv["bolt11"], wait=False)
+    wait_for(lambda: net.sup.collector.events(kind="htlc_held", proc="peer e"), 10,
+             what="the HTLC reaches e")
+    expiries = []
+    for x, y in zip(LINE, LINE[1:]):
+        ch = [c for c in net.rpc(x).call("listchannels") if c["peer_id"] == net.node_id(y)][0]
+        expiries.append(ch["htlcs"][0]["cltv_expiry"])
+    delta = net.rpc("b").call("listgraph")["channels"][0]["policy_1"]["cltv_expiry_delta"]
+    assert [a - b for a, b in zip(expiries, expiries[1:])] == [delta] * 3
+
+
+def test_message_pays_every_hop_and_lands_verified(line):
+    net = line
+    earned = {n: net.rpc(n).call("getinfo")["fees_earned_msat"] for n in "bcd"}
+    net.rpc("a").call("sendmessage", node_id=net.node_id("e"), text="hello from a")
+    inbox = net.rpc("e").call("inbox")
+    assert inbox[-1]["text"] == "hello from a" and inbox[-1]["verified"]
+    assert inbox[-1]["sender"] == net.node_id("a")
+    for hop in "bcd":
+        assert net.rpc(hop).call("getinfo")["fees_earned_msat"] > earned[hop]
+    with pytest.raises(RpcError) as info:
+        net.rpc("a").call("sendmessage", node_id=net.node_id("e"), text="x" * 2000)
+    assert "too long" in str(info.value) and "room for" in str(info.value)
+
+
+def _all_quiet(net, names):
+    wait_for(lambda: all(ch["quiescent"] for n in names
+                         for ch in net.rpc(n).call("listchannels") if ch["state"] == "OPEN"),
+             10, what="every channel quiet")
+
+
+def _outbound(net, name, peer):
+    rows = net.rpc(name).call("liquidity")["channels"]
+    return [r for r in rows if r["peer_id"] == net.node_id(peer)][0]["outbound_msat"]
+
+
+def test_liquidity_moves_by_amount_plus_fees_channel_by_channel(line):
+    net = line
+    inv = net.rpc("e").call("invoice", amount_msat=50_000_000, description="above reserves")
+    net.rpc("a").call("pay", bolt11=inv["bolt11"])
+    _all_quiet(net, LINE)
+    hops = list(zip(LINE, LINE[1:]))
+    before = {(x, y): (_outbound(net, x, y), _outbound(net, y, x)) for x, y in hops}
+    amount = 20_000_000
+    inv = net.rpc("e").call("invoice", amount_msat=amount, description="liquidity")
+    res = net.rpc("a").call("pay", bolt11=inv["bolt11"])
+    _all_quiet(net, LINE)
+    carried, forwarded = {}, amount  # what each channel carried, from the payee back
+    for x, y in reversed(hops):
+        carried[(x, y)] = forwarded
+        if x in FEES:
+            base, ppm = FEES[x]
+            forwarded += base + forwarded * ppm // 1_000_000
+    assert carried[("a", "b")] == amount + res["fee_msat"]
+    for x, y in hops:
+        out_x, out_y = _outbound(net, x, y), _outbound(net, y, x)
+        assert before[(x, y)][0] - out_x == carried[(x, y)], (x, y)
+        assert out_y - before[(x, y)][1] == carried[(x, y)], (y, x)
+    total = net.rpc("a").call("liquidity")
+    assert total["outbound_msat"] == sum(r["outbound_msat"] for r in total["channels"])
+
+
+DIAMOND = ["s", "x", "y", "t"]
+
+
+def test_diamond_routes_around_missing_liquidity_and_a_dead_peer(network_factory):
+    links = {"s": ["x", "y"], "x": ["t"], "y": ["t"]}
+    net = network_factory(_plans(DIAMOND, links, {}))
+    net.wait_connected()
+    open_channels(net, [("s", "x", 1_000_000, 0), ("s", "y", 1_000_000, 0),
+                        ("x", "t", 200_000, 0), ("y", "t", 1_000_000, 0)])
+    _gossip_done(net, DIAMOND, 4)
+    inv = net.rpc("t").call("invoice", amount_msat=500_000_000, description="big")
+    res = net.rpc("s").call("pay", bolt11=inv["bolt11"])
+    assert res["route"][0] == net.node_id("y")  # x-t cannot carry 500k sat
+    # kill y: the next payment must go through x
+    net.process("y").kill()
+    wait_for(lambda: not [p for p in net.rpc("s").call("listpeers")
+                          if p["node_id"] == net.node_id("y")][0]["connected"], 10,
+             what="s notices that y is gone")
+    inv = net.rpc("t").call("invoice", amount_msat=50_000_000, description="around")
+    res = net.rpc("s").call("pay", bolt11=inv["bolt11"], timeout=30)
+    assert res["status"] == "succeeded" and res["route"][0] == net.node_id("x")
+    # nothing reaches z, who has no channel at all
+    inv = net.rpc("t").call("invoice", amount_msat=900_000_000, description="too big")
+    with pytest.raises(RpcError) as info:
+        net.rpc("s").call("pay", bolt11=inv["bolt11"], timeout=20)
+    assert "no route" in str(info.value)
+    net.restart("y")
+
+
+def test_multi_part_payment_and_mpp_timeout(network_factory):
+    links = {"s": ["x", "y"], "x": ["t"], "y": ["t"]}
+    net = network_factory(_plans(DIAMOND, links, {}))
+    net.wait_connected()
+    open_channels(net, [("s", "x", 600_000, 0), ("s", "y", 600_000, 0),
+                        ("x", "t", 600_000, 0), ("y", "t", 600_000, 0)])
+    _gossip_done(net, DIAMOND, 4)
+    inv = net.rpc("t").call("invoice", amount_msat=800_000_000, description="mpp")
+    res = net.rpc("s").call("pay", bolt11=inv["bolt11"], timeout=30)
+    assert res["status"] == "succeeded" and res["parts"] >= 2
+    paid = [i for i in net.rpc("t").call("listinvoices") if i["payment_hash"] ==
+            inv["payment_hash"]][0]
+    assert paid["status"] == "paid" and paid["received_msat"] == 800_000_000
+    # one part of a 100k sat invoice alone: t holds it, then fails it back
+    inv = net.rpc("t").call("invoice", amount_msat=100_000_000, description="half")
+    part = net.rpc("s").call("dev_sendpart", bolt11=inv["bolt11"], amount_msat=40_000_000)
+    wait_for(lambda: net.sup.collector.events(kind="mpp_timeout", proc="peer t"), 20,
+             what="the MPP timeout")
+    wait_for(lambda: [p for p in net.rpc("s").call("listpayments")
+                      if p["payment_hash"] == part["payment_hash"]][0]["status"] == "failed",
+             20, what="the part failed back")
+    failure = [p for p in net.rpc("s").call("listpayments")
+               if p["payment_hash"] == part["payment_hash"]][0]["failure"]
+    assert "mpp_timeout" in failure
+
+
+def test_new_channel_becomes_usable_and_disabled_one_is_avoided(network_factory):
+    names = ["a", "b", "c", "d"]
+    links = {"a": ["b"], "b": ["c"], "c": ["d"]}
+    net = network_factory(_plans(names, links, {}))
+    net.wait_connected()
+    open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
+    _gossip_done(net, ["a", "b", "c"], 2)
+    inv = net.rpc("d").call("invoice", amount_msat=1_000_000, description="far")
+    with pytest.raises(RpcError):
+        net.rpc("a").call("pay", bolt11=inv["bolt11"], timeout=10)
+    open_channels(net, [("c", "d", 1_000_000, 0)])
+    wait_for(lambda: len(net.rpc("a").call("listgraph")["channels"]) == 3, 20,
+             what="a learns of c-d three hops away")
+    inv = net.rpc("d").call("invoice", amount_msat=1_000_000, description="far")
+    assert net.rpc("a").call("pay", bolt11=inv["bolt11"])["status"] == "succeeded"
+    # c closes c-d: its disabled update reaches a, who no longer routes through it
+    cd = [c for c in net.rpc("c").call("listchannels") if c["peer_id"] == net.node_id("d")][0]
+    net.rpc("c").call("close", channel_id=cd["channel_id"])
+
+    def disabled_at_a():
+        for ch in net.rpc("a").call("listgraph")["channels"]:
+            for pol in (ch["policy_1"], ch["policy_2"]):
+                if pol and pol["disabled"]:
+                    return True
+        return len(net.rpc("a").call("listgraph")["channels"]) == 2
+    wait_for(disabled_at_a, 20, what="a sees c-d disabled or gone")
+    inv = net.rpc("d").call("invoice", amount_msat=1_000_000, description="far")
+    with pytest.raises(RpcError) as info:
+        net.rpc("a").call("pay", bolt11=inv["bolt11"], timeout=10)
+    assert "no route" in str(info.value)
