@@ -73,11 +73,15 @@ def chain() -> None:
 
 
 def _chain_client(endpoint: str | None):
+    from emulator.daemon import DEFAULT_DIR, network_info
     from emulator.rpc import RpcClient
 
     endpoint = endpoint or os.environ.get(CHAIN_ENV)
     if not endpoint:
-        _fail(f"no chain endpoint: pass --rpc or set {CHAIN_ENV}", 2)
+        try:
+            endpoint = network_info(DEFAULT_DIR)["chain"]["control"]
+        except LnemuError:
+            _fail(f"no chain endpoint: pass --rpc, set {CHAIN_ENV}, or `lnemu up` first", 2)
     return RpcClient(endpoint, timeout=10)
 
 
@@ -196,6 +200,30 @@ def _decode_invoice(text: str):
         _fail(f"invalid invoice: {exc}", 2)
 
 
+@invoice.command("create")
+@click.argument("peer")
+@click.argument("amount_msat", type=int, required=False)
+@click.option("--description", default="", help="What the payment is for.")
+@click.option("--expiry", type=int, default=3600, show_default=True, help="Seconds.")
+@click.option("--qr", "show_qr", is_flag=True, help="Also print the invoice as a QR code.")
+@click.option("--dir", "run_dir", default="runs/up", show_default=True,
+              help="Run directory of the network started by `lnemu up`.")
+@json_option
+def invoice_create(peer: str, amount_msat: int | None, description: str, expiry: int,
+                   show_qr: bool, run_dir: str, as_json: bool) -> None:
+    """PEER creates a BOLT 11 invoice for AMOUNT_MSAT (omit it for any amount)."""
+    from emulator.cli_network import call
+    from emulator.crypto import qr
+
+    args = {"description": description, "expiry": expiry}
+    if amount_msat is not None:
+        args["amount_msat"] = amount_msat
+    result = call(run_dir, peer, "invoice", **args)
+    _emit(result, as_json)
+    if show_qr:
+        click.echo(qr.qr_terminal(qr.invoice_qr_payload(result["bolt11"])), nl=False)
+
+
 @invoice.command("decode")
 @click.argument("bolt11")
 @json_option
@@ -235,6 +263,27 @@ def invoice_qr(bolt11: str, png: str | None, svg: str | None) -> None:
     if svg:
         click.echo(f"wrote {qr.write_svg(payload, svg)}", err=True)
 
+
+@main.command()
+@click.argument("spec")
+@click.option("--seed", type=int, default=1, show_default=True)
+def topo(spec: str, seed: int) -> None:
+    """Print a generated topology (line,5 ring,8 star,6 grid,3,4 complete,4 scalefree,50)
+    as scenario TOML."""
+    from emulator.topology import parse_topo
+
+    try:
+        click.echo(parse_topo(spec, seed=seed).to_toml(), nl=False)
+    except LnemuError as exc:
+        _fail(str(exc), 2)
+
+
+def _register() -> None:
+    from emulator.cli_network import register
+    register(main, _emit)
+
+
+_register()
 
 if __name__ == "__main__":
     main()
