@@ -27,6 +27,7 @@ from emulator.errors import LnemuError, NotFound
 from emulator.events import EventEmitter
 from emulator.session import InboundSession, OutboundSession, SessionError
 from peers.config import Timers
+from peers.linkfaults import LinkFaults
 
 OUT_OF_BAND = {"disconnect", "error", "warning"}
 ZERO_CHANNEL = b"\x00" * 32
@@ -75,6 +76,7 @@ class LinkManager:
         self.events, self.log, self.handler, self.alias = events, log, handler, alias
         self.router = transport.router(ctx, p2p)
         self.links: dict[bytes, Link] = {}
+        self.faults = LinkFaults()
         self.on_connected: Callable[[bytes], Awaitable[None]] | None = None
         self.on_disconnected: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -132,13 +134,15 @@ class LinkManager:
         return session, seq
 
     async def _send_raw(self, link: Link, data: bytes) -> None:
-        try:
+        async def send(payload: bytes) -> None:
             if link.direction == "out":
                 if link.dealer is None:
                     raise LinkDown("no socket")
-                await link.dealer.send(data, flags=zmq.NOBLOCK)
+                await link.dealer.send(payload, flags=zmq.NOBLOCK)
             else:
-                await self.router.send_multipart([link.node_id, data], flags=zmq.NOBLOCK)
+                await self.router.send_multipart([link.node_id, payload], flags=zmq.NOBLOCK)
+        try:
+            await self.faults.transmit(link.node_id, data, send)
         except (zmq.ZMQError, LinkDown) as exc:
             await self._drop(link, f"send failed: {exc}", notify=False)
             raise LinkDown(f"sending to {link.node_id.hex()[:16]} failed: {exc}") from None
@@ -146,6 +150,8 @@ class LinkManager:
     async def _send_oob(self, link: Link | None, identity: bytes, type_name: str,
                         body: dict[str, Any], dealer: zmq.asyncio.Socket | None = None) -> None:
         """A sessionless message (disconnect, error, warning)."""
+        if self.faults.blocks(identity):
+            return
         data = envelope.pack(type_name, body, sender=self.node_id)
         try:
             if dealer is not None:
@@ -272,6 +278,8 @@ class LinkManager:
                 await self._receive(link.node_id, data, link)
 
     async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> None:
+        if self.faults.blocks(identity):
+            return  # partitioned: nothing gets through
         try:
             env = envelope.unpack(data)
             if env.sender != identity:

@@ -157,6 +157,46 @@ class ChannelVerbs:
         return {"channels": rows, "outbound_msat": sum(r["outbound_msat"] for r in rows),
                 "inbound_msat": sum(r["inbound_msat"] for r in rows)}
 
+    async def rpc_dev_linkfaults(self, node_id: Any, seed: int = 0, delay_ms: float = 0,
+                                 jitter_ms: float = 0, loss: float = 0, duplicate: float = 0,
+                                 reorder: float = 0, partitioned: bool = False
+                                 ) -> dict[str, Any]:
+        """Chaos: faults on our link towards a peer (delay, jitter, loss, duplicate,
+        reorder, partition), drawn from the seed; dev_heal removes them."""
+        from peers.node import pubkey_arg
+        peer = pubkey_arg(node_id, "node_id")
+        fault = self.links.faults.set(peer, seed, delay_ms, jitter_ms, loss, duplicate,
+                                      reorder, partitioned)
+        self.events.emit("fault_link", peer=peer, **fault.to_wire())
+        return fault.to_wire()
+
+    async def rpc_dev_heal(self, node_id: Any = None) -> bool:
+        """Chaos: remove link faults towards a peer (or all peers)."""
+        from peers.node import pubkey_arg
+        self.links.faults.heal(pubkey_arg(node_id, "node_id") if node_id else None)
+        self.events.emit("fault_healed", peer=node_id or b"")
+        return True
+
+    async def rpc_dev_gossip_flood(self, count: int = 200) -> int:
+        """Chaos: flood every connected peer with bogus (badly signed) channel_updates."""
+        import os
+        if type(count) is not int or not 0 < count <= 100_000:
+            raise BadRequest("count must be from 1 to 100000")
+        sent = 0
+        for peer_id, link in list(self.links.links.items()):
+            if not link.connected:
+                continue
+            for i in range(count):
+                body = {"signature": os.urandom(64), "chain_hash": b"\x06" * 32,
+                        "short_channel_id": (i + 1) << 40, "timestamp": 1 + i,
+                        "message_flags": 1, "channel_flags": 0, "cltv_expiry_delta": 40,
+                        "htlc_minimum_msat": 1, "fee_base_msat": 1,
+                        "fee_proportional_millionths": 1, "htlc_maximum_msat": 1000}
+                await self.links.send(peer_id, "channel_update", body)
+                sent += 1
+        self.events.emit("fault_gossip_flood", sent=sent)
+        return sent
+
     async def rpc_dev_withhold_revoke(self, withhold: bool = True) -> bool:
         """Dev/chaos: stop sending revoke_and_ack (a byzantine peer)."""
         self.channels.withhold_revoke = bool(withhold)
