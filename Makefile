@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SCENARIO ?= scenarios/demo.toml
 
-.PHONY: run test lint bench scenario clean
+.PHONY: run test lint bench scenario scenarios chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+N ?= 3
+chaos: $(STAMP)
+	$(BIN)/python scripts/chaos.py $(N)

@@ -265,6 +265,55 @@ def invoice_qr(bolt11: str, png: str | None, svg: str | None) -> None:
 
 
 @main.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, default=1, show_default=True, help="Draws the faults.")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option("--faults", "kinds", default="", help="Comma list of fault kinds "
+              "(kill,pause,delay,loss,partition,pause_mining,reorg).")
+@click.option("--replay", "replay_dir", type=click.Path(file_okay=False),
+              help="Replay the fault schedule of an earlier chaos run.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--quiet", is_flag=True)
+def chaos(scenario: str | None, seed: int, duration: float, kinds: str, replay_dir: str | None,
+          out: str | None, quiet: bool) -> None:
+    """Run SCENARIO's traffic while a nemesis injects faults drawn from the seed, heal,
+    and check every invariant; a failure prints the seed and the fault history."""
+    from emulator import chaos as chaosmod
+    from emulator.report import print_result
+    from emulator.runner import default_run_dir
+    from emulator.scenario import ScenarioError, load_scenario
+
+    if replay_dir:
+        scenario, plan = chaosmod.replay_plan(Path(replay_dir))
+    if scenario is None:
+        _fail("give a SCENARIO or --replay RUN_DIR", 2)
+    try:
+        spec = load_scenario(scenario)
+    except ScenarioError as exc:
+        _fail(str(exc), 2)
+    spec = dataclasses.replace(spec, name=f"chaos-{spec.name}-s{seed}")
+    if spec.traffic:
+        spec.traffic = {**spec.traffic, "duration_s": duration}
+    if not replay_dir:
+        chosen = tuple(k for k in kinds.split(",") if k) or chaosmod.DEFAULT_FAULTS
+        unknown = set(chosen) - set(chaosmod.DEFAULT_FAULTS) - {"stop"}
+        if unknown:
+            _fail(f"unknown fault kind(s) {sorted(unknown)}; known: "
+                  f"{', '.join(chaosmod.DEFAULT_FAULTS)}", 2)
+        plan = chaosmod.plan(spec, seed, duration, chosen)
+    run_dir = Path(out) if out else default_run_dir(spec)
+    progress = None if quiet else (lambda message: click.echo(f"… {message}", err=True))
+    result = chaosmod.ChaosRunner(spec, run_dir, plan, progress).run()
+    print_result(result, quiet)
+    if not result.ok:
+        click.echo(f"chaos FAILED with seed {plan.seed}; fault history:", err=True)
+        for f in plan.faults:
+            click.echo(f"  t={f.at:6.2f}s {f.kind} {f.params}"
+                       + (f" (error: {f.error})" if f.error else ""), err=True)
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command()
 @click.argument("spec")
 @click.option("--seed", type=int, default=1, show_default=True)
 def topo(spec: str, seed: int) -> None:

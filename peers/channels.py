@@ -225,6 +225,7 @@ class ChannelManager:
         ch.last_sent = "revoke"
         self.save(ch)  # persist before revoking: the old state is dead from here on
         self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
+        self.node.receiver.check_settled(ch)
         if self.withhold_revoke:
             return
         await self.send(ch, "revoke_and_ack", {
@@ -246,7 +247,9 @@ class ChannelManager:
         ch.ledger.recv_revoke()
         self.save(ch)
         self.events.emit("revocation", channel_id=ch.cid, ctn=revoked, side="remote")
+        await self.node.tower_client.on_revocation(ch, revoked)
         await self.node.closing.maybe_negotiate(ch)
+        self.node.receiver.check_settled(ch)
         await self.resume_incoming(ch)
         self.schedule_commit(ch)
 

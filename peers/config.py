@@ -55,6 +55,8 @@ class PeerConfig:
     fee_base_msat: int = 1000  # what we charge to forward (our channel_update)
     fee_proportional_millionths: int = 1
     cltv_expiry_delta: int | None = None  # None: the timer profile's value
+    watchtower: dict[str, str] | None = None  # {node_id, endpoint} of our tower, if any
+    tower: bool = False  # run a watchtower for other peers
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PeerConfig:
@@ -72,4 +74,5 @@ class PeerConfig:
             fee_base_msat=int(obj.get("fee_base_msat", 1000)),
             fee_proportional_millionths=int(obj.get("fee_proportional_millionths", 1)),
             cltv_expiry_delta=obj.get("cltv_expiry_delta"),
+            watchtower=obj.get("watchtower"), tower=bool(obj.get("tower", False)),
         )

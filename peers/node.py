@@ -28,6 +28,7 @@ from peers.reestablish import Reestablish
 from peers.store import Store
 from peers.verbs import ChannelVerbs
 from peers.wallet import Wallet
+from peers.watchtower import TowerClient, TowerServer
 
 GOSSIP_MESSAGES = {"channel_announcement", "channel_update", "node_announcement",
                    "gossip_timestamp_filter"}
@@ -93,6 +94,8 @@ class PeerService(ChannelVerbs, Service):
         self.payer = Payer(self)
         self.receiver = Receiver(self)
         self.messages = Messages(self)
+        self.tower_client = TowerClient(self)
+        self.tower_server = TowerServer(self) if config.tower else None
         self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
         self.channels.on_htlc_fulfilled = self._htlc_fulfilled
         self.channels.on_htlc_failed = self._htlc_failed
@@ -121,6 +124,7 @@ class PeerService(ChannelVerbs, Service):
             await self.links.connect(pubkey_arg(target["node_id"], "node_id"),
                                      target["endpoint"])
         await self._redial_channel_peers()
+        await self.tower_client.start()
 
     async def _redial_channel_peers(self) -> None:
         """After a restart, dial every peer we have a live channel with (as nodes do)."""
@@ -151,6 +155,8 @@ class PeerService(ChannelVerbs, Service):
         self.gossip.on_block(txs)
         await self.broadcaster.on_block(height, txs)
         await self.onchain.on_block(height, txs)
+        if self.tower_server is not None:
+            await self.tower_server.on_block(height, txs)
         for ch in list(self.channels.channels.values()):
             await self.opening.check_depth(ch)
         await self.channels.check_deadlines(height)
@@ -172,6 +178,8 @@ class PeerService(ChannelVerbs, Service):
         self.events.emit("tx_confirmed", txid=tx.txid, height=height, purpose=item["purpose"])
         if item["purpose"] in ("htlc-timeout", "htlc-timeout claim"):
             await self.payments.on_htlc_timed_out_onchain(item["payment_hash"])
+        if item["purpose"] in ("htlc-success", "htlc claim"):
+            self.receiver.mark_paid(item["payment_hash"])
         if "second_stage" in item and item["channel_id"] in self.channels.channels:
             ch = self.channels.channels[item["channel_id"]]
             await self.onchain.second_stage_confirmed(ch, item, tx)
@@ -179,6 +187,7 @@ class PeerService(ChannelVerbs, Service):
     async def _on_connected(self, peer_id: bytes) -> None:
         await self.reestablish.on_connected(peer_id)
         await self.gossip.on_connected(peer_id)
+        await self.tower_client.on_connected(peer_id)
 
     async def _htlc_fulfilled(self, ch: Any, htlc: Any, preimage: bytes) -> None:
         if self.forwarder.is_forward(ch, htlc):
@@ -203,6 +212,12 @@ class PeerService(ChannelVerbs, Service):
                 await self.reestablish.on_channel_reestablish(node_id, env.body)
             else:
                 await self.channels.dispatch(node_id, env.type, env.body)
+            return
+        if env.type == "tower_backup" and self.tower_server is not None:
+            await self.tower_server.on_backup(node_id, env.body)
+            return
+        if env.type == "tower_ack":
+            await self.tower_client.on_ack(node_id, env.body)
             return
         self.log.info("ignoring %s from %s (not handled)", env.type, node_id.hex()[:16])
 

@@ -152,7 +152,7 @@ class OnchainResolver:
                 inp = sweeps.offered_preimage_input(op, out.amount_sat, out.cond, htlc_priv,
                                                     out.payment_hash,
                                                     ch.preimages[out.payment_hash])
-                await self._sweep(ch, [inp], "htlc claim")
+                await self._sweep(ch, [inp], "htlc claim", payment_hash=out.payment_hash)
 
     # --- a revoked commitment: the penalty ---------------------------------------------
     async def _punish(self, ch: Channel, n: int, tx: Tx) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from emulator.crypto import sphinx, tlv
 from emulator.crypto.failures import FailureCode
 from peers.channel import Channel
-from peers.htlc_ledger import Htlc
+from peers.htlc_ledger import Htlc, Side
 from peers.onion_payloads import HopPayload, failure_message, unknown_payment_details
 
 MPP_TIMEOUT_S = 60.0
@@ -75,7 +75,7 @@ class Receiver:
         """BOLT 4 final-node checks; the failure message, or None when all is well."""
         height = self.node.height
         unknown = unknown_payment_details(htlc.amount_msat, height)
-        if invoice is None or invoice["status"] == "paid":
+        if invoice is None or invoice["status"] in ("paid", "settling"):
             return unknown
         if payload.payment_secret != invoice["secret"]:
             return unknown
@@ -101,10 +101,14 @@ class Receiver:
             parts.timer.cancel()
         for ch, htlc, _ in parts.parts:
             await self.node.channels.fulfill_htlc(ch, htlc, invoice["preimage"])
-        invoice.update(status="paid", paid_at=time.time(), received_msat=parts.received_msat,
-                       parts=len(parts.parts))
+        # "settling" until our fulfills are irrevocably committed (or claimed on chain):
+        # a payee that reveals the preimage and then vanishes past the HTLCs' expiry
+        # can still lose the money to the payer's timeout
+        invoice.update(status="settling", received_msat=parts.received_msat,
+                       parts=len(parts.parts),
+                       settle_htlcs=[[ch.cid, htlc.htlc_id] for ch, htlc, _ in parts.parts])
         self.store.put("invoices", payment_hash, invoice)
-        self.node.events.emit("invoice_paid", payment_hash=payment_hash,
+        self.node.events.emit("invoice_settling", payment_hash=payment_hash,
                               amount_msat=parts.received_msat, parts=len(parts.parts))
 
     async def _expire(self, payment_hash: bytes) -> None:
@@ -128,12 +132,34 @@ class Receiver:
             else None
         record = {"payment_hash": htlc.payment_hash, "preimage": preimage, "secret": b"",
                   "amount_msat": None, "description": "keysend", "bolt11": "",
-                  "status": "paid", "created": time.time(), "expires_at": 0,
-                  "received_msat": htlc.amount_msat, "paid_at": time.time(), "keysend": True}
+                  "status": "settling", "created": time.time(), "expires_at": 0,
+                  "received_msat": htlc.amount_msat, "paid_at": None, "keysend": True,
+                  "settle_htlcs": [[ch.cid, htlc.htlc_id]]}
         self.store.put("invoices", htlc.payment_hash, record)
         await self.node.channels.fulfill_htlc(ch, htlc, preimage)
         self.node.events.emit("keysend_received", payment_hash=htlc.payment_hash,
                               amount_msat=htlc.amount_msat, message=message is not None)
+
+    def check_settled(self, ch: Channel) -> None:
+        """Invoices whose settling HTLCs on ``ch`` left both commitments are paid."""
+        for invoice in self.store.all("invoices"):
+            if invoice["status"] != "settling":
+                continue
+            ours = [(cid, hid) for cid, hid in invoice.get("settle_htlcs", []) if cid == ch.cid]
+            live = {h.htlc_id for side in (Side.LOCAL, Side.REMOTE)
+                    for offerer, h in ch.ledger.htlcs(side) if offerer == Side.REMOTE}
+            if ours and all(hid not in live for _, hid in ours):
+                self.mark_paid(invoice["payment_hash"])
+
+    def mark_paid(self, payment_hash: bytes) -> None:
+        """The money is ours (settled off chain for good, or claimed on chain)."""
+        invoice = self.store.get("invoices", payment_hash)
+        if invoice is None or invoice["status"] == "paid":
+            return
+        invoice.update(status="paid", paid_at=time.time())
+        self.store.put("invoices", payment_hash, invoice)
+        self.node.events.emit("invoice_paid", payment_hash=payment_hash,
+                              amount_msat=invoice.get("received_msat"))
 
     async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
         await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))

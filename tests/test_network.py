@@ -168,9 +168,10 @@ def test_multi_part_payment_and_mpp_timeout(network_factory):
     inv = net.rpc("t").call("invoice", amount_msat=800_000_000, description="mpp")
     res = net.rpc("s").call("pay", bolt11=inv["bolt11"], timeout=30)
     assert res["status"] == "succeeded" and res["parts"] >= 2
-    paid = [i for i in net.rpc("t").call("listinvoices") if i["payment_hash"] ==
-            inv["payment_hash"]][0]
-    assert paid["status"] == "paid" and paid["received_msat"] == 800_000_000
+    paid = wait_for(lambda: [i for i in net.rpc("t").call("listinvoices") if
+                             i["payment_hash"] == inv["payment_hash"] and
+                             i["status"] == "paid"], 10, what="t's invoice paid")[0]
+    assert paid["received_msat"] == 800_000_000
     # one part of a 100k sat invoice alone: t holds it, then fails it back
     inv = net.rpc("t").call("invoice", amount_msat=100_000_000, description="half")
     part = net.rpc("s").call("dev_sendpart", bolt11=inv["bolt11"], amount_msat=40_000_000)
