@@ -73,3 +73,20 @@ def no_stuck_htlcs(net: Network, names: list[str], height: int) -> Check:
              for h in ch.get("htlcs", []) if h["cltv_expiry"] <= height]
     return Check("HTLCs: none outlived its expiry", not stuck,
                  "none" if not stuck else ", ".join(stuck))
+
+
+def no_data_loss(net: Network) -> Check:
+    """No peer found its counterparty ahead of its own state (it lost data)."""
+    lost = net.sup.collector.events(kind="data_loss")
+    return Check("persistence: no peer lost channel state", not lost,
+                 "none" if not lost else "; ".join(f"{e['proc']} channel "
+                                                   f"{e['data']['channel_id'][:16]}"
+                                                   for e in lost[:5]))
+
+
+def no_channel_failures(net: Network) -> Check:
+    """No channel was failed for a protocol violation (no byzantine fault was injected)."""
+    failed = net.sup.collector.events(kind="channel_failed")
+    return Check("protocol: no channel failed for a violation", not failed,
+                 "none" if not failed else "; ".join(f"{e['proc']}: {e['data']['reason'][:80]}"
+                                                     for e in failed[:5]))

@@ -109,12 +109,12 @@ class Runner:
             result.error = f"{exc.__class__.__name__}: {exc}"
         finally:
             deaths = self.net.sup.unexpected_deaths()
+            result.checks.append(Check("no process died", not deaths, "; ".join(deaths) or
+                                       "every process exited when asked"))
             try:
                 self._report(result)
             finally:
                 self.net.stop()
-            result.checks.append(Check("no process died", not deaths, "; ".join(deaths) or
-                                       "every process exited when asked"))
             self._write_summary(result)
         return result
 
@@ -184,7 +184,10 @@ class Runner:
         checks = invariants.chain_checks(self.net) + [
             invariants.wealth_check(self.net, worth),
             invariants.channel_agreement(self.net, names),
-            invariants.no_stuck_htlcs(self.net, names, height)]
+            invariants.no_stuck_htlcs(self.net, names, height),
+            invariants.no_data_loss(self.net)]
+        if not any(e["action"] in ("cheat",) for e in self.scenario.events):
+            checks.append(invariants.no_channel_failures(self.net))
         return checks + self._expectations(worth)
 
     def _expectations(self, worth: dict[str, dict[str, int]]) -> list[Check]:

@@ -40,6 +40,7 @@ class ChannelManager:
         self._commit_scheduled: set[bytes] = set()
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
         self.withhold_revoke = False  # dev/chaos: a byzantine peer that never revokes
+        self.planted_bug = ""  # dev: a known bug switched on to prove the checker finds it
 
     # --- storage ------------------------------------------------------------------
     def load(self) -> None:
@@ -114,11 +115,16 @@ class ChannelManager:
         ctn = ch.ledger.send_commit()
         sig, htlc_sigs = ch.sign_remote(ctn)
         ch.last_sent = "commit"
+        if self.planted_bug == "sign_before_persist":  # dev: the ordering bug, on purpose
+            await self.send(ch, "commitment_signed", {
+                "channel_id": ch.cid, "signature": sig, "htlc_signatures": htlc_sigs})
+            await asyncio.sleep(0.5)  # "persist later": the window a crash falls into
         self.save(ch)  # never sign two states with one number: persist the commitment first
         self.events.emit("commitment_signed", channel_id=ch.cid, ctn=ctn,
                          htlcs=len(htlc_sigs), side="remote")
-        await self.send(ch, "commitment_signed", {"channel_id": ch.cid, "signature": sig,
-                                                   "htlc_signatures": htlc_sigs})
+        if self.planted_bug != "sign_before_persist":
+            await self.send(ch, "commitment_signed", {"channel_id": ch.cid, "signature": sig,
+                                                       "htlc_signatures": htlc_sigs})
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:

@@ -197,6 +197,14 @@ class ChannelVerbs:
         self.events.emit("fault_gossip_flood", sent=sent)
         return sent
 
+    async def rpc_dev_plant_bug(self, name: str = "sign_before_persist") -> str:
+        """Dev: switch on a known bug (sign_before_persist: send commitment_signed before
+        the state is on disk) so a test can show the checker catches it."""
+        if name not in ("sign_before_persist", ""):
+            raise BadRequest(f"unknown bug {name!r}; known: sign_before_persist")
+        self.channels.planted_bug = name
+        return name
+
     async def rpc_dev_withhold_revoke(self, withhold: bool = True) -> bool:
         """Dev/chaos: stop sending revoke_and_ack (a byzantine peer)."""
         self.channels.withhold_revoke = bool(withhold)
