@@ -22,6 +22,7 @@ from peers.channel_state import ChannelState
 from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
 
 HtlcHook = Callable[[Channel, Htlc], Awaitable[None]]
+MIN_FEERATE_PER_KW = 253  # BOLT 3's floor
 ZERO32 = b"\x00" * 32
 
 
@@ -218,7 +219,7 @@ class ChannelManager:
     async def on_update_fee(self, ch: Channel, body: dict[str, Any]) -> None:
         if ch.local_is_opener:
             raise ProtocolViolation("update_fee from the non-opener")
-        if not 253 <= body["feerate_per_kw"] <= 100_000:
+        if not MIN_FEERATE_PER_KW <= body["feerate_per_kw"] <= 100_000:
             raise ProtocolViolation(f"unreasonable feerate {body['feerate_per_kw']}")
         ch.ledger.recv_fee(body["feerate_per_kw"])
 
@@ -269,6 +270,29 @@ class ChannelManager:
             if htlc_id not in handled:
                 handled.add(htlc_id)
                 await self.on_incoming_htlc(ch, ch.ledger.get_htlc(Side.REMOTE, htlc_id))
+
+    async def check_feerates(self) -> None:
+        """As opener, keep each channel's feerate near the chain's estimate (update_fee)."""
+        mine = [ch for ch in self.channels.values() if ch.local_is_opener and
+                ch.state == ChannelState.OPEN and self.node.links.is_connected(ch.peer_id)]
+        if not mine:
+            return
+        try:
+            estimate = await self.node.chain.call("estimatefee")
+        except LnemuError:
+            return
+        target = max(MIN_FEERATE_PER_KW, estimate["feerate_sat_per_kb"] // 4)
+        for ch in mine:
+            current = ch.ledger.feerate(Side.REMOTE, ch.ledger.ctn_latest(Side.REMOTE) + 1)
+            if abs(target - current) * 5 <= current:  # within 20%: leave it
+                continue
+            try:
+                ch.ledger.send_fee(target)
+            except HtlcLedgerError:
+                continue
+            self.events.emit("update_fee", channel_id=ch.cid, feerate_per_kw=target)
+            await self.send(ch, "update_fee", {"channel_id": ch.cid, "feerate_per_kw": target})
+            self.schedule_commit(ch)
 
     def forget_handled(self, ch: Channel) -> None:
         """Incoming HTLCs of ``ch`` are handed on again by the next resume_incoming."""

@@ -160,6 +160,7 @@ class PeerService(ChannelVerbs, Service):
         for ch in list(self.channels.channels.values()):
             await self.opening.check_depth(ch)
         await self.channels.check_deadlines(height)
+        await self.channels.check_feerates()
 
     async def on_reorg(self, height: int) -> None:
         self.wallet.forget()

@@ -84,6 +84,10 @@ def test_chain_faults_reorg_censor_feespike(net):
     assert net.chain.call("getheight") > height
     faults.inject(net, "feespike", min_feerate_sat_per_kb=50_000, blocks=2)
     _saw(net, "feespike")
+    fee = _saw(net, "update_fee")  # openers follow the chain's estimate (BOLT 2 update_fee)
+    assert fee[0]["data"]["feerate_per_kw"] >= 10_000
+    wait_for(lambda: any(ch["feerate_per_kw"] >= 10_000 for ch in net.rpc("b").call(
+        "listchannels")), 15, what="the new feerate locked in on both sides")
     faults.inject(net, "censor", txid="00" * 32, blocks=2)
     _saw(net, "censor")
     _pays(net)
