@@ -112,6 +112,9 @@ P2P_MESSAGES: dict[str, tuple[Field, ...]] = {
     "gossip_timestamp_filter": _f(
         "chain_hash:bytes32, first_timestamp:u32, timestamp_range:u32"
     ),
+    # lnemu's watchtower (peers.watchtower): an encrypted justice blob and its receipt
+    "tower_backup": _f("hint:bytes, blob:bytes"),
+    "tower_ack": _f("hint:bytes"),
 }
 
 # Control RPC (runner/CLI <-> any process) and the event stream.

@@ -32,6 +32,8 @@ class PeerPlan:
     fee_base_msat: int = 1000
     fee_proportional_millionths: int = 1
     cltv_expiry_delta: int | None = None
+    watchtower: str | None = None  # the name of this peer's watchtower (a tower peer)
+    tower: bool = False  # this peer is a watchtower
 
 
 class Network:
@@ -106,8 +108,18 @@ class Network:
                   "connect": connect, "timers": self.timers, "alias": plan.alias or plan.name,
                   "fee_base_msat": plan.fee_base_msat,
                   "fee_proportional_millionths": plan.fee_proportional_millionths,
-                  "cltv_expiry_delta": plan.cltv_expiry_delta}
+                  "cltv_expiry_delta": plan.cltv_expiry_delta,
+                  "watchtower": self._tower_of(plan), "tower": plan.tower}
         return self.sup.add(plan.name, self._argv("peers", plan.name, config))
+
+    def _tower_of(self, plan: PeerPlan) -> dict[str, str] | None:
+        if plan.watchtower is None:
+            return None
+        if plan.watchtower not in self.plans:
+            raise NotFound(f"{plan.name}'s watchtower {plan.watchtower!r} is not a peer of "
+                           f"this network; peers: {', '.join(self.plans)}")
+        return {"node_id": self.node_id(plan.watchtower).hex(),
+                "endpoint": self.endpoint(plan.watchtower, "p2p")}
 
     def _argv(self, module: str, name: str, config: dict[str, Any]) -> list[str]:
         path = self.run_dir / name / "config.json"

@@ -19,6 +19,7 @@ from emulator.errors import LnemuError
 from emulator.invariants import Check
 from emulator.network import Network, PeerPlan
 from emulator.scenario import Scenario
+from emulator.topology import Topo
 from emulator.traffic import Payment, poisson_schedule, schedule_digest
 from emulator.waiting import wait_for
 
@@ -54,13 +55,14 @@ def traffic_schedule(scenario: Scenario) -> list[Payment]:
     spec = scenario.traffic
     if not spec:
         return []
-    capacities: dict[str, tuple[int, str]] = {p.name: (0, p.role) for p in scenario.peers}
+    # a Topo carries each peer's role, so endpoints are weighted by capacity x role
+    # (customers mostly pay, merchants mostly get paid); a plain mapping would not
+    topo = Topo(name=scenario.name)
+    for peer in scenario.peers:
+        topo.add_peer(peer.name, role=peer.role)
     for ch in scenario.channels:
-        for end in (ch.a, ch.b):
-            cap, role = capacities[end]
-            capacities[end] = (cap + ch.capacity_sat, role)
-    weights = {n: c for n, (c, _) in capacities.items() if c > 0}
-    return poisson_schedule(weights, spec["rate_per_s"], spec["duration_s"],
+        topo.add_channel(ch.a, ch.b, ch.capacity_sat, ch.push_msat, ch.private)
+    return poisson_schedule(topo, spec["rate_per_s"], spec["duration_s"],
                             spec.get("amount_mean_msat", 100_000_000),
                             spec.get("amount_sigma", 0.5), scenario.seed,
                             sources=spec.get("sources"), dests=spec.get("dests"),
@@ -76,7 +78,8 @@ def peer_plans(scenario: Scenario) -> list[PeerPlan]:
             dials[ch.a].append(ch.b)
             linked.add(frozenset((ch.a, ch.b)))
     return [PeerPlan(p.name, p.funds_sat, tuple(dials[p.name]), p.alias, p.fee_base_msat,
-                     p.fee_proportional_millionths, p.cltv_expiry_delta)
+                     p.fee_proportional_millionths, p.cltv_expiry_delta,
+                     watchtower=p.watchtower, tower=p.tower)
             for p in scenario.peers]
 
 
@@ -126,7 +129,7 @@ class Runner:
         self.net.wait_synced()
         if self.scenario.channels:
             self.progress(f"opening {len(self.scenario.channels)} channels")
-            open_channels(self.net, [(c.a, c.b, c.capacity_sat, c.push_msat)
+            open_channels(self.net, [(c.a, c.b, c.capacity_sat, c.push_msat, c.private)
                                      for c in self.scenario.channels])
             self._wait_gossip()
         self.actions = Actions(self.net, time.monotonic())

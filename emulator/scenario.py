@@ -26,7 +26,7 @@ NETWORK_KEYS = {"seed": int, "block_interval": float, "timers": str, "name": str
                 "description": str}
 PEER_KEYS = {"name": str, "funds_sat": int, "connect": list, "alias": str, "role": str,
              "fee_base_msat": int, "fee_proportional_millionths": int,
-             "cltv_expiry_delta": int}
+             "cltv_expiry_delta": int, "watchtower": str, "tower": bool}
 CHANNEL_KEYS = {"a": str, "b": str, "capacity_sat": int, "push_msat": int, "private": bool,
                 "fee_base_msat": int, "fee_proportional_millionths": int,
                 "cltv_expiry_delta": int}
@@ -75,6 +75,8 @@ class PeerSpec:
     fee_base_msat: int = 1000
     fee_proportional_millionths: int = 1
     cltv_expiry_delta: int | None = None
+    watchtower: str | None = None  # the name of the tower peer that watches for us
+    tower: bool = False  # this peer runs a watchtower
 
 
 @dataclass
@@ -210,14 +212,32 @@ def _parse_peers(check: _Checker, raw: list) -> list[PeerSpec]:
                               entry.get("alias", name), role,
                               entry.get("fee_base_msat", 1000),
                               entry.get("fee_proportional_millionths", 1),
-                              entry.get("cltv_expiry_delta")))
+                              entry.get("cltv_expiry_delta"), entry.get("watchtower"),
+                              entry.get("tower", False)))
     names = {p.name for p in peers}
     for i, p in enumerate(peers):
         for other in p.connect:
             if other not in names or other == p.name:
                 check.fail(f"peers[{i}].connect", f"unknown peer {other!r}"
                            + _nearest(other, names), "connect")
+        _check_watchtower(check, i, p, peers)
     return peers
+
+
+def _check_watchtower(check: _Checker, i: int, peer: PeerSpec, peers: list[PeerSpec]) -> None:
+    """A peer's ``watchtower`` names another peer, one with ``tower = true``."""
+    if peer.watchtower is None:
+        return
+    is_tower = {p.name: p.tower for p in peers}
+    where = f"peers[{i}].watchtower"
+    if peer.watchtower == peer.name:
+        check.fail(where, "a peer cannot be its own watchtower", "watchtower")
+    if peer.watchtower not in is_tower:
+        check.fail(where, f"unknown peer {peer.watchtower!r}"
+                   + _nearest(peer.watchtower, set(is_tower)), "watchtower")
+    if not is_tower[peer.watchtower]:
+        check.fail(where, f"peer {peer.watchtower!r} is not a tower (give it tower = true)",
+                   "watchtower")
 
 
 def _parse_channel(check: _Checker, i: int, raw: Any, names: set[str]) -> ChannelSpec:
