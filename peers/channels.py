@@ -23,6 +23,11 @@ from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
 
 HtlcHook = Callable[[Channel, Htlc], Awaitable[None]]
 MIN_FEERATE_PER_KW = 253  # BOLT 3's floor
+CLOSED_STATES = (ChannelState.FORCE_CLOSING, ChannelState.CLOSING, ChannelState.CLOSED,
+                 ChannelState.ABORTED)
+UPDATE_MESSAGES = {"update_add_htlc", "update_fulfill_htlc", "update_fail_htlc",
+                   "update_fail_malformed_htlc", "update_fee", "commitment_signed",
+                   "revoke_and_ack", "shutdown", "closing_signed", "channel_ready"}
 ZERO32 = b"\x00" * 32
 
 
@@ -107,6 +112,8 @@ class ChannelManager:
 
     async def _commit(self, ch: Channel) -> None:
         self._commit_scheduled.discard(ch.cid)
+        if ch.state in CLOSED_STATES:
+            return
         if ch.state not in (ChannelState.OPEN, ChannelState.SHUTDOWN, ChannelState.NEGOTIATING):
             return
         if ch.ledger.awaiting_revoke() or not ch.ledger.has_changes_to_sign(Side.REMOTE):
@@ -143,6 +150,11 @@ class ChannelManager:
             await self.warn(peer_id, cid or ZERO32, f"{type_name} for an unknown channel")
             return
         else:
+            if ch.state in CLOSED_STATES and type_name in UPDATE_MESSAGES:
+                # BOLT 2: once a commitment is on its way to the chain, no new state
+                self.log.info("ignoring %s on channel %s: it is %s", type_name,
+                              ch.cid.hex()[:16], ch.state.name)
+                return
             handler = getattr(self, f"on_{type_name}", None) or getattr(
                 self.node.opening, f"on_{type_name}", None) or getattr(
                 self.node.closing, f"on_{type_name}", None) or getattr(

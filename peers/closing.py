@@ -152,6 +152,7 @@ class Closing:
         await self.node.gossip.channel_closed(ch)
         ch.sm.set_state(ChannelState.FORCE_CLOSING)
         ch.onchain.setdefault("reason", reason)
+        ch.onchain["broadcast_sigs"] = list(ch.local_sigs)  # the HTLC sigs of what we sent
         self.manager.save(ch)
         self.node.events.emit("channel_closing", channel_id=ch.cid, kind="force", txid=tx.txid,
                               reason=reason)

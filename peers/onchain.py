@@ -103,7 +103,11 @@ class OnchainResolver:
             inp = sweeps.delayed_input(OutPoint(tx.txid, built.to_local_vout), built.to_local_sat,
                                        cond, ch.secrets.delayed_privkey(point), spec.to_self_delay)
             await self._sweep(ch, [inp], "to_local sweep")
-        remote_sigs = ch.local_sigs[2] if ch.local_sigs and ch.local_sigs[0] == n else []
+        remote_sigs = []
+        for sigs in (ch.onchain.get("broadcast_sigs"), ch.local_sigs):
+            if sigs and sigs[0] == n:
+                remote_sigs = sigs[2]
+                break
         for i, out in enumerate(built.htlc_outputs):
             self._watch(ch, tx.txid, out.vout)
             if i >= len(remote_sigs):
