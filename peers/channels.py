@@ -45,6 +45,7 @@ class ChannelManager:
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
         self._commit_scheduled: set[bytes] = set()
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
+        self.synced: set[bytes] = set()  # channels reestablished in the current session
         self.withhold_revoke = False  # dev/chaos: a byzantine peer that never revokes
         self.planted_bug = ""  # dev: a known bug switched on to prove the checker finds it
 
@@ -71,14 +72,23 @@ class ChannelManager:
         ch.sm.observer = observe
 
     def add(self, ch: Channel) -> None:
+        """A channel opened in this session (no reestablish needed before updates)."""
         self._attach(ch)
         self.channels[ch.cid] = ch
+        self.synced.add(ch.cid)
 
     def rekey(self, ch: Channel, channel_id: bytes) -> None:
         """Move a channel from its temporary id to its real one."""
         self.channels.pop(ch.temp_id, None)
         ch.channel_id = channel_id
         self.channels[channel_id] = ch
+        if ch.temp_id in self.synced:
+            self.synced.add(channel_id)
+
+    def unsync(self, peer_id: bytes) -> None:
+        """The link to ``peer_id`` dropped: its channels wait for channel_reestablish."""
+        for ch in self.with_peer(peer_id):
+            self.synced.discard(ch.cid)
 
     def get(self, cid: Any) -> Channel:
         key = bytes.fromhex(cid) if isinstance(cid, str) else cid
@@ -93,6 +103,12 @@ class ChannelManager:
     # --- sending --------------------------------------------------------------------
     async def send(self, ch: Channel, type_name: str, body: dict[str, Any]) -> bool:
         """Send one message for ``ch``; False when the peer is not connected."""
+        if type_name in UPDATE_MESSAGES and ch.cid not in self.synced:
+            # BOLT 2: after a reconnection channel_reestablish comes first; what we
+            # would send now is retransmitted by the reestablish exchange instead
+            self.log.info("channel %s: %s held until channel_reestablish", ch.cid.hex()[:16],
+                          type_name)
+            return False
         crashpoints.reach("before_send", type_name)
         try:
             await self.node.links.send(ch.peer_id, type_name, body)

@@ -58,7 +58,11 @@ class Forwarder:
         """Check and pass on an HTLC; on any problem, fail it upstream with the code."""
         out = self.channel_by_scid(payload.short_channel_id) \
             if payload.short_channel_id is not None else None
-        problem = self._check(htlc, payload, out)
+        try:  # the chain's height, not our view of it: we may have been paused
+            height = max(self.node.height, await self.node.chain.call("getheight"))
+        except LnemuError:
+            height = self.node.height
+        problem = self._check(htlc, payload, out, height)
         if problem is None:
             problem = await self._offer(ch, htlc, payload, peeled, out)
         if problem is not None:
@@ -67,7 +71,8 @@ class Forwarder:
             await self.node.channels.fail_htlc(ch, htlc,
                                                sphinx.build_error(peeled.shared_secret, problem))
 
-    def _check(self, htlc: Htlc, payload: HopPayload, out: Channel | None) -> bytes | None:
+    def _check(self, htlc: Htlc, payload: HopPayload, out: Channel | None,
+               height: int) -> bytes | None:
         if out is None or not self.node.links.is_connected(out.peer_id):
             return failure_message(FailureCode.UNKNOWN_NEXT_PEER)
         base, prop, delta = self.policy
@@ -78,7 +83,7 @@ class Forwarder:
         if htlc.cltv_expiry < payload.outgoing_cltv_value + delta:
             return failure_message(FailureCode.INCORRECT_CLTV_EXPIRY,
                                    htlc.cltv_expiry.to_bytes(4, "big"))
-        if payload.outgoing_cltv_value <= self.node.height + MIN_EXPIRY_MARGIN:
+        if payload.outgoing_cltv_value <= height + MIN_EXPIRY_MARGIN:
             return failure_message(FailureCode.EXPIRY_TOO_SOON)
         if payload.amt_to_forward < out.remote.htlc_minimum_msat:
             return failure_message(FailureCode.AMOUNT_BELOW_MINIMUM,

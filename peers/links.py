@@ -334,6 +334,8 @@ class LinkManager:
             link.alias = env.body.get("alias", "")
             if env.body.get("address"):
                 link.address = env.body["address"]
+            if self.on_disconnected is not None:
+                self.on_disconnected(link.node_id)  # a new session: the old one is over
             if link.direction == "in":
                 await self._send_init(link)
             link.connected, link.backoff, link.pong_due = True, 0.0, None

@@ -30,6 +30,7 @@ class Reestablish:
 
     def on_disconnected(self, peer_id: bytes) -> None:
         """A channel still being negotiated is forgotten when its peer goes away."""
+        self.manager.unsync(peer_id)
         for ch in self.manager.with_peer(peer_id):
             if ch.state == ChannelState.OPENING:
                 ch.sm.set_state(ChannelState.ABORTED)
@@ -79,6 +80,7 @@ class Reestablish:
             return
         if ch.state not in LIVE:
             return
+        self.manager.synced.add(ch.cid)
         led = ch.ledger
         their_next_commit, their_next_revoke = body["next_commitment_number"], \
             body["next_revocation_number"]

@@ -17,7 +17,7 @@ NAMES = ["a", "b", "c"]
 @pytest.fixture
 def net(network_factory):
     net = network_factory([PeerPlan("a", 3_000_000, ("b",)), PeerPlan("b", 3_000_000, ("c",)),
-                           PeerPlan("c", 3_000_000)], block_interval=0.2)
+                           PeerPlan("c", 3_000_000)], block_interval=0.5)
     net.wait_connected()
     open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
     wait_for(lambda: all(len(net.rpc(n).call("listgraph")["channels"]) == 2 for n in NAMES),
