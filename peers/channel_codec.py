@@ -12,7 +12,7 @@ from emulator.tx import OutPoint
 from peers import commitment as cm
 from peers.channel import Channel, Params
 from peers.channel_state import ChannelState, StateMachine
-from peers.htlc_ledger import HtlcLedger
+from peers.htlc_ledger import HtlcLedger, Side
 
 _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "feerate_per_kw",
           "temp_id", "minimum_depth", "channel_id", "funding_tx", "funding_height",
@@ -20,8 +20,20 @@ _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "fe
           "shutdown_remote", "closing_tx", "onchain", "last_sent", "announce")
 
 
+def _live_preimages(ch: Channel) -> dict[bytes, bytes]:
+    """Preimages still needed: HTLCs in some kept commitment (older ones are settled)."""
+    if ch.ledger is None or ch.onchain:
+        return ch.preimages
+    live = {h.payment_hash for side in (Side.LOCAL, Side.REMOTE)
+            for _, h in ch.ledger.htlcs(side, ch.ledger.ctn_oldest_unrevoked(side))
+            + ch.ledger.htlcs(side) + ch.ledger.htlcs_pending(side)}
+    ch.preimages = {k: v for k, v in ch.preimages.items() if k in live}
+    return ch.preimages
+
+
 def channel_to_wire(ch: Channel) -> dict[str, Any]:
     """A channel as a plain map."""
+    _live_preimages(ch)
     record = {name: getattr(ch, name) for name in _PLAIN}
     record.update(
         state=int(ch.state), local=ch.local.to_wire(),

@@ -220,7 +220,8 @@ class ChannelManager:
 
     async def on_update_fulfill_htlc(self, ch: Channel, body: dict[str, Any]) -> None:
         htlc = ch.receive_fulfill(body["id"], body["payment_preimage"])
-        self.save(ch)  # never forget a preimage
+        # not saved here: until our next revocation the peer retransmits this fulfill
+        # after any reconnect, and what we do with the preimage persists on its own
         self.events.emit("htlc_settled", channel_id=ch.cid, htlc_id=htlc.htlc_id,
                          payment_hash=htlc.payment_hash, direction="out")
         if self.on_htlc_fulfilled is not None:
@@ -322,6 +323,11 @@ class ChannelManager:
             await self.send(ch, "update_fee", {"channel_id": ch.cid, "feerate_per_kw": target})
             self.schedule_commit(ch)
 
+    def revealed(self, ch: Channel, payment_hash: bytes) -> bytes | None:
+        """The preimage of ``payment_hash`` if we ever revealed it on this node."""
+        return ch.preimages.get(payment_hash) or self.store.value(
+            f"revealed:{payment_hash.hex()}")
+
     def forget_handled(self, ch: Channel) -> None:
         """Incoming HTLCs of ``ch`` are handed on again by the next resume_incoming."""
         self._handled.pop(ch.cid, None)
@@ -364,7 +370,8 @@ class ChannelManager:
         """Settle an HTLC the peer offered us."""
         ch.ledger.send_settle(htlc.htlc_id)
         ch.preimages[htlc.payment_hash] = preimage
-        self.save(ch)
+        # a small write (not the whole channel): once revealed, never forgotten
+        self.store.set_value(f"revealed:{htlc.payment_hash.hex()}", preimage)
         self.events.emit("htlc_settled", channel_id=ch.cid, htlc_id=htlc.htlc_id,
                          payment_hash=htlc.payment_hash, direction="in",
                          amount_msat=htlc.amount_msat)

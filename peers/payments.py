@@ -200,10 +200,11 @@ class Payments:
     # --- receiving -------------------------------------------------------------------------
     async def on_incoming_htlc(self, ch: Channel, htlc: Htlc) -> None:
         """An HTLC to us is irrevocably committed: settle it if it pays an invoice."""
-        if htlc.payment_hash in ch.preimages:
-            # we revealed this preimage before (a fulfill lost to a reconnect): once
-            # revealed, an HTLC can only be settled
-            await self.node.channels.fulfill_htlc(ch, htlc, ch.preimages[htlc.payment_hash])
+        revealed = self.node.channels.revealed(ch, htlc.payment_hash)
+        if revealed is not None:
+            # we revealed this preimage before (a fulfill lost to a reconnect or a
+            # restart): once revealed, an HTLC can only be settled
+            await self.node.channels.fulfill_htlc(ch, htlc, revealed)
             return
         try:
             peeled = sphinx.peel_onion(htlc.onion, self.node.node_secret, htlc.payment_hash)

@@ -52,6 +52,11 @@ class Receiver:
         """Settle, hold (MPP) or fail an HTLC that ends here."""
         records = payload.records
         invoice = self.store.get("invoices", htlc.payment_hash)
+        if invoice is not None and [ch.cid, htlc.htlc_id] in invoice.get("settle_htlcs", []):
+            # we settled this very HTLC before (the settle was lost to a reconnect or a
+            # restart): a revealed preimage can only be settled again, never failed
+            await self.node.channels.fulfill_htlc(ch, htlc, invoice["preimage"])
+            return
         if invoice is None and tlv.KEYSEND_PREIMAGE in records:
             await self._keysend(ch, htlc, payload, secret, records)
             return
@@ -108,6 +113,7 @@ class Receiver:
                        parts=len(parts.parts),
                        settle_htlcs=[[ch.cid, htlc.htlc_id] for ch, htlc, _ in parts.parts])
         self.store.put("invoices", payment_hash, invoice)
+        self._track(payment_hash, invoice["settle_htlcs"])
         self.node.events.emit("invoice_settling", payment_hash=payment_hash,
                               amount_msat=parts.received_msat, parts=len(parts.parts))
 
@@ -136,20 +142,31 @@ class Receiver:
                   "received_msat": htlc.amount_msat, "paid_at": None, "keysend": True,
                   "settle_htlcs": [[ch.cid, htlc.htlc_id]]}
         self.store.put("invoices", htlc.payment_hash, record)
+        self._track(htlc.payment_hash, record["settle_htlcs"])
         await self.node.channels.fulfill_htlc(ch, htlc, preimage)
         self.node.events.emit("keysend_received", payment_hash=htlc.payment_hash,
                               amount_msat=htlc.amount_msat, message=message is not None)
 
+    def _settling(self) -> dict[bytes, list]:
+        """payment hash -> [[channel id, htlc id], ...] of invoices not yet paid for good."""
+        return self.store.value("settling", {})
+
     def check_settled(self, ch: Channel) -> None:
         """Invoices whose settling HTLCs on ``ch`` left both commitments are paid."""
-        for invoice in self.store.all("invoices"):
-            if invoice["status"] != "settling":
-                continue
-            ours = [(cid, hid) for cid, hid in invoice.get("settle_htlcs", []) if cid == ch.cid]
-            live = {h.htlc_id for side in (Side.LOCAL, Side.REMOTE)
-                    for offerer, h in ch.ledger.htlcs(side) if offerer == Side.REMOTE}
-            if ours and all(hid not in live for _, hid in ours):
-                self.mark_paid(invoice["payment_hash"])
+        settling = self._settling()
+        if not settling:
+            return
+        live = {h.htlc_id for side in (Side.LOCAL, Side.REMOTE)
+                for offerer, h in ch.ledger.htlcs(side) if offerer == Side.REMOTE}
+        for payment_hash, parts in list(settling.items()):
+            ours = [hid for cid, hid in parts if cid == ch.cid]
+            if ours and all(hid not in live for hid in ours):
+                self.mark_paid(payment_hash)
+
+    def _track(self, payment_hash: bytes, parts: list) -> None:
+        settling = self._settling()
+        settling[payment_hash] = parts
+        self.store.set_value("settling", settling)
 
     def mark_paid(self, payment_hash: bytes) -> None:
         """The money is ours (settled off chain for good, or claimed on chain)."""
@@ -158,6 +175,9 @@ class Receiver:
             return
         invoice.update(status="paid", paid_at=time.time())
         self.store.put("invoices", payment_hash, invoice)
+        settling = self._settling()
+        if settling.pop(payment_hash, None) is not None:
+            self.store.set_value("settling", settling)
         self.node.events.emit("invoice_paid", payment_hash=payment_hash,
                               amount_msat=invoice.get("received_msat"))
 
