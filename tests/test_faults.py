@@ -20,8 +20,9 @@ def net(network_factory):
                            PeerPlan("c", 3_000_000)], block_interval=0.5)
     net.wait_connected()
     open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
-    wait_for(lambda: all(len(net.rpc(n).call("listgraph")["channels"]) == 2 for n in NAMES),
-             20, what="gossip")
+    wait_for(lambda: all(len([c for c in net.rpc(n).call("listgraph")["channels"]
+                              if c["policy_1"] and c["policy_2"]]) == 2 for n in NAMES),
+             30, what="gossip")
     return net
 
 
@@ -78,6 +79,7 @@ def test_fault_happens_and_heals(net, kind, params, evidence):
 
 
 def test_chain_faults_reorg_censor_feespike(net):
+    net.chain.call("mine", n=5)
     height = net.chain.call("getheight")
     faults.inject(net, "reorg", depth=2)
     _saw(net, "reorg")

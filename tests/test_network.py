@@ -20,8 +20,11 @@ def _plans(names, links, fees=FEES):
 
 
 def _gossip_done(net, names, channels):
-    wait_for(lambda: all(len(net.rpc(n).call("listgraph")["channels"]) >= channels
-                         for n in names), 20, what="gossip converged")
+    """Every peer knows every channel and both directions' policies."""
+    def complete(name):
+        known = net.rpc(name).call("listgraph")["channels"]
+        return len([c for c in known if c["policy_1"] and c["policy_2"]]) >= channels
+    wait_for(lambda: all(complete(n) for n in names), 30, what="gossip converged")
 
 
 def _local(net, name, peer):
@@ -196,7 +199,8 @@ def test_new_channel_becomes_usable_and_disabled_one_is_avoided(network_factory)
     with pytest.raises(RpcError):
         net.rpc("a").call("pay", bolt11=inv["bolt11"], timeout=10)
     open_channels(net, [("c", "d", 1_000_000, 0)])
-    wait_for(lambda: len(net.rpc("a").call("listgraph")["channels"]) == 3, 20,
+    wait_for(lambda: len([c for c in net.rpc("a").call("listgraph")["channels"]
+                          if c["policy_1"] and c["policy_2"]]) == 3, 20,
              what="a learns of c-d three hops away")
     inv = net.rpc("d").call("invoice", amount_msat=1_000_000, description="far")
     assert net.rpc("a").call("pay", bolt11=inv["bolt11"])["status"] == "succeeded"
