@@ -95,6 +95,7 @@ class GossipSync:
         update = self.our_update(ch)
         self.graph.apply_update(update)
         self._dirty = True
+        await self._retry_pending(ch.short_channel_id)  # the peer's update may be here already
         if ch.announce:
             await self._send_announcement_signatures(ch)
             if ch.cid in self.early:
@@ -129,6 +130,7 @@ class GossipSync:
                                                     body["bitcoin_signature"])
         gossip.verify_channel_announcement(full)
         if self.graph.add_channel(full, ch.funding_sat):
+            await self._retry_pending(ch.short_channel_id)
             self._flood("channel_announcement", full, None)
             update = self.our_update(ch)
             self.graph.apply_update(update)
