@@ -131,11 +131,12 @@ class GossipSync:
         gossip.verify_channel_announcement(full)
         if self.graph.add_channel(full, ch.funding_sat):
             await self._retry_pending(ch.short_channel_id)
-            self._flood("channel_announcement", full, None)
-            update = self.our_update(ch)
-            self.graph.apply_update(update)
-            self._flood("channel_update", update, None)
-            self._flood("node_announcement", self._node_announcement(), None)
+        # flood ours even if the peer's flood announced the channel to us first
+        self._flood("channel_announcement", full, None)
+        update = self.our_update(ch)
+        self.graph.apply_update(update)
+        self._flood("channel_update", update, None)
+        self._flood("node_announcement", self._node_announcement(), None)
 
     def _node_announcement(self) -> dict[str, Any]:
         body = gossip.make_node_announcement(self.node.node_secret, self._timestamp(),
