@@ -19,14 +19,22 @@ run: $(STAMP)
 scenario: $(STAMP)
 	$(BIN)/lnemu run $(S)
 
+# every scenario in scenarios/, one at a time, then a summary table; ALL=1 adds the slow ones
+scenarios: $(STAMP)
+	$(BIN)/python scripts/run_scenarios.py $(if $(ALL),--all)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# benchmarks, not tests: figures go to bench/results/*.json
 bench: $(STAMP)
 	$(BIN)/python bench/crypto_bench.py
+	$(BIN)/python bench/idle_cpu.py
+	$(BIN)/python bench/payments_bench.py
+	$(BIN)/python bench/chain_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -34,15 +34,17 @@ def test_demo_scenario_runs_and_writes_events(tmp_path):
     assert str(out) in proc.stdout
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     kinds = {e["kind"] for e in events}
-    assert {"started", "block", "connected", "tx_sent", "tx_confirmed"} <= kinds
+    assert {"started", "block", "connected", "tx_sent", "tx_confirmed", "channel_open",
+            "payment_succeeded", "message_received"} <= kinds
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ok"] and summary["balances_sat"]["bob"] == 600_000
+    assert summary["ok"] and summary["balances_sat"]["carol"] == 350_000
+    assert (out / "report.md").exists() and (out / "network.png").exists()
 
 
 @pytest.mark.process
 def test_failed_expectation_exits_1(tmp_path):
     text = (REPO / "scenarios/demo.toml").read_text().replace(
-        "min_sat = 600_000", "min_sat = 700_000").replace("max_sat = 600_000", "max_sat = 700_000")
+        "min_sat = 350_000", "min_sat = 450_000").replace("max_sat = 350_000", "max_sat = 450_000")
     scenario = tmp_path / "wrong.toml"
     scenario.write_text(text)
     proc = subprocess.run([*LNEMU, "run", str(scenario), "--out", str(tmp_path / "r"), "--quiet"],
