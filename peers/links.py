@@ -273,7 +273,10 @@ class LinkManager:
 
     async def _read_dealer(self, link: Link, sock: zmq.asyncio.Socket) -> None:
         while True:
-            data = await sock.recv()
+            try:
+                data = await sock.recv()
+            except zmq.ZMQError:
+                return  # the socket was closed (a redial replaced it)
             if link.dealer is sock:
                 await self._receive(link.node_id, data, link)
 
@@ -286,6 +289,8 @@ class LinkManager:
                 raise EnvelopeError(f"sender {_hex(env.sender)} does not match the "
                                     f"connection's identity {identity.hex()[:16]}")
         except EnvelopeError as exc:
+            if identity[:1] == b"\x00":
+                return  # leftovers of a connection ZeroMQ renamed on handover: drop quietly
             self.log.warning("p2p: bad message from %s: %s", identity.hex()[:16], exc)
             self.events.emit("bad_message", peer=identity, error=str(exc), code=exc.code)
             await self._send_oob(via, identity, "error",

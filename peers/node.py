@@ -159,6 +159,7 @@ class PeerService(ChannelVerbs, Service):
             await self.tower_server.on_block(height, txs)
         for ch in list(self.channels.channels.values()):
             await self.opening.check_depth(ch)
+        await self.receiver.on_block(height)
         await self.channels.check_deadlines(height)
         await self.channels.check_feerates()
 

@@ -40,11 +40,19 @@ class OnchainResolver:
         return policy.pk(self.node.wallet.key(0))
 
     def _learn_invoice_preimages(self, ch: Channel) -> None:
-        """HTLCs paying our invoices can be claimed on chain even if held off chain."""
-        for _, htlc in ch.ledger.htlcs(Side.LOCAL):
-            preimage = self.node.payments.preimage_for(htlc.payment_hash)
-            if preimage is not None:
-                ch.preimages.setdefault(htlc.payment_hash, preimage)
+        """HTLCs paying our invoices may be claimed on chain even if held off chain, but
+        only when that HTLC alone pays the invoice or we already decided to settle:
+        never reveal the preimage for a part of an incomplete multi-part payment."""
+        for offerer, htlc in ch.ledger.htlcs(Side.LOCAL):
+            if offerer != Side.REMOTE:
+                continue
+            invoice = self.node.store.get("invoices", htlc.payment_hash)
+            if invoice is None or invoice.get("keysend"):
+                continue
+            settling = invoice["status"] in ("settling", "paid")
+            whole = invoice["amount_msat"] is None or htlc.amount_msat >= invoice["amount_msat"]
+            if settling or whole:
+                ch.preimages.setdefault(htlc.payment_hash, invoice["preimage"])
 
     async def on_block(self, height: int, txs: list[Tx]) -> None:
         for ch in list(self.manager.channels.values()):

@@ -117,6 +117,14 @@ class Receiver:
         self.node.events.emit("invoice_settling", payment_hash=payment_hash,
                               amount_msat=parts.received_msat, parts=len(parts.parts))
 
+    async def on_block(self, height: int) -> None:
+        """Give up held parts before their deadline: failing them off chain beats
+        letting the payer's timeout force the channel onto the chain."""
+        margin = self.node.config.timers.htlc_deadline_blocks + 2
+        for payment_hash, parts in list(self.held.items()):
+            if any(h.cltv_expiry - margin <= height for _, h, _ in parts.parts):
+                await self._expire(payment_hash)
+
     async def _expire(self, payment_hash: bytes) -> None:
         parts = self.held.pop(payment_hash, None)
         if parts is None:
