@@ -26,10 +26,11 @@ class Sent:
     dest: str
     amount_msat: int
     at: float
-    expect: str = "succeeded"
+    expect: str = "any"  # what the scenario said: succeeded, failed or any
     payment_hash: bytes | None = None
     error: str | None = None  # refused before any HTLC left (no route, bad input)
     text: str | None = None
+    bolt11: str | None = None  # the invoice paid (kind "invoice")
 
 
 @dataclass
@@ -70,9 +71,10 @@ class Actions:
 
     # --- payments -------------------------------------------------------------------
     def start_payment(self, kind: str, source: str, dest: str, amount_msat: int,
-                      label: str = "", expect: str = "succeeded", text: str | None = None,
+                      label: str = "", expect: str = "any", text: str | None = None,
                       ) -> Sent:
-        """Start a payment without waiting for its outcome."""
+        """Start a payment without waiting for its outcome. ``expect`` is what the
+        scenario's event said ("any" for traffic, whose success rate is what counts)."""
         record = Sent(len(self.sent), label or f"p{len(self.sent)}", kind, source, dest,
                       amount_msat, time.monotonic() - self.started, expect, text=text)
         self.sent.append(record)
@@ -80,6 +82,7 @@ class Actions:
             if kind == "invoice":
                 inv = self.net.rpc(dest).call("invoice", amount_msat=amount_msat,
                                               description=record.label)
+                record.bolt11 = inv["bolt11"]
                 res = self.net.rpc(source).call("pay", bolt11=inv["bolt11"], wait=False)
             elif kind == "keysend":
                 res = self.net.rpc(source).call("keysend", node_id=self.net.node_id(dest),
@@ -104,10 +107,13 @@ class Actions:
         self._pay_and_wait("message", event)
 
     def _pay_and_wait(self, kind: str, event: dict[str, Any]) -> None:
+        """Start the payment and wait for its outcome, unless ``expect = "any"``: such a
+        payment may stay in flight (a held HTLC, a force close), so the scenario moves
+        on at once and the runner waits for it while settling."""
+        expect = event.get("expect", "succeeded")
         record = self.start_payment(kind, event["from"], event["to"], event["amount_msat"],
-                                    event.get("label", ""), event.get("expect", "succeeded"),
-                                    event.get("text"))
-        if record.payment_hash is not None:
+                                    event.get("label", ""), expect, event.get("text"))
+        if record.payment_hash is not None and expect != "any":
             wait_for(lambda: self.outcome(record)["status"] != "pending", 60,
                      what=f"payment {record.label} finished")
 
@@ -122,8 +128,22 @@ class Actions:
 
     # --- channels -------------------------------------------------------------------------
     def do_open_channel(self, event: dict[str, Any]) -> None:
-        open_channels(self.net, [(event["from"], event["to"], event["capacity_sat"],
-                                  event.get("push_msat", 0))])
+        """Open the channel, then wait until every peer's graph can route over it."""
+        [channel_id] = open_channels(self.net, [(event["from"], event["to"],
+                                                 event["capacity_sat"],
+                                                 event.get("push_msat", 0))])
+        scid = next(ch["short_channel_id"] for ch in self.net.rpc(event["from"]).call(
+            "listchannels") if ch["channel_id"] == channel_id)
+        label = f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"  # BOLT 7 form
+
+        def routable(name: str) -> bool:
+            return any(c["short_channel_id"] == label and c.get("policy_1") and
+                       c.get("policy_2") for c in self.net.rpc(name).call("listgraph")["channels"])
+        # peers with no link at all cannot hear gossip: they are not waited for
+        linked = [n for n in self.net.plans
+                  if any(p["connected"] for p in self.net.rpc(n).call("listpeers"))]
+        wait_for(lambda: all(routable(n) for n in linked), 30,
+                 what=f"channel {label} announced to every linked peer")
 
     def channel_between(self, a: str, b: str) -> dict[str, Any]:
         for ch in self.net.rpc(a).call("listchannels"):
@@ -144,13 +164,17 @@ class Actions:
         self.net.rpc(event["peer"]).call("dev_hold", hold=event.get("on", True))
 
 
-def open_channels(net: Network, specs: list[tuple[str, str, int, int]],
+OPEN_RETRIES = 3  # a link that drops during an opening (a missed pong under load) is retried
+
+
+def open_channels(net: Network, specs: list[tuple],
                   timeout: float = 60.0) -> list[bytes]:
-    """Open channels (opener, acceptor, capacity_sat, push_msat) and mine until open."""
+    """Open channels (opener, acceptor, capacity_sat, push_msat[, private]) and mine
+    until every one is open on both ends. A private channel is not announced."""
     ids = []
-    for a, b, capacity, push in specs:
-        res = net.rpc(a).call("fundchannel", node_id=net.node_id(b), amount_sat=capacity,
-                              push_msat=push, timeout=30)
+    for a, b, capacity, push, *rest in specs:
+        private = bool(rest and rest[0])
+        res = _fundchannel(net, a, b, capacity, push, announce=not private)
         ids.append((a, b, res["channel_id"]))
 
     def all_open() -> bool:
@@ -162,3 +186,25 @@ def open_channels(net: Network, specs: list[tuple[str, str, int, int]],
                    for a, b, cid in ids)
     wait_for(all_open, timeout, what=f"{len(ids)} channel(s) open")
     return [cid for _, _, cid in ids]
+
+
+def _fundchannel(net: Network, a: str, b: str, capacity_sat: int, push_msat: int,
+                 announce: bool) -> dict[str, Any]:
+    """``fundchannel``, retried when the link dropped before the funding was signed (the
+    peer abandons such an opening and frees its coins, so nothing is left half-open)."""
+    attempt = 1
+    while True:
+        try:
+            return net.rpc(a).call("fundchannel", node_id=net.node_id(b),
+                                   amount_sat=capacity_sat, push_msat=push_msat,
+                                   announce=announce, timeout=30)
+        except LnemuError as exc:
+            if attempt >= OPEN_RETRIES or "disconnected during the opening" not in str(exc):
+                raise
+        attempt += 1
+        wait_for(lambda: _linked(net, a, b), 30, what=f"{a} and {b} connected again")
+
+
+def _linked(net: Network, a: str, b: str) -> bool:
+    peer = {p["node_id"]: p for p in net.rpc(a).call("listpeers")}.get(net.node_id(b))
+    return bool(peer and peer["connected"])

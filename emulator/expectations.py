@@ -11,12 +11,26 @@ from emulator.network import Network
 def evaluate(expect: list[dict[str, Any]], net: Network, actions: Actions,
              worth: dict[str, dict[str, int]]) -> list[Check]:
     """Evaluate every expectation of the scenario."""
-    checks = []
+    checks = event_outcomes(actions)
     for exp in expect:
         kind = exp["kind"]
         if kind == "invariants":
             continue  # the invariants are always checked
         checks.append(globals()[f"_{kind}"](exp, net, actions, worth))
+    return checks
+
+
+def event_outcomes(actions: Actions) -> list[Check]:
+    """One check per payment event (pay, keysend, message) whose ``expect`` is
+    "succeeded" (the default) or "failed": it ended the way the event said."""
+    checks = []
+    for sent in actions.sent:
+        if sent.expect not in ("succeeded", "failed"):
+            continue
+        out = actions.outcome(sent)
+        detail = out["status"] + (f": {out['failure']}" if out.get("failure") else "")
+        checks.append(Check(f"expect: {sent.kind} {sent.label!r} {sent.source}->{sent.dest} "
+                            f"{sent.expect}", out["status"] == sent.expect, detail))
     return checks
 
 
@@ -27,12 +41,25 @@ def _balance(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
                  low <= have <= high, f"{have} sat")
 
 
+LIVE_CHANNEL_STATES = ("AWAITING_LOCKIN", "OPEN", "SHUTDOWN", "NEGOTIATING")
+
+
 def _channel_balance(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
-    ch = actions.channel_between(exp["peer"], exp["with"])
-    have = ch.get("local_msat", 0)
+    """The peer's side summed over every live channel it has with ``with`` (two peers
+    may share more than one channel, e.g. their own and one an LSP opened later)."""
+    peer_id = net.node_id(exp["with"])
+    sides = [ch.get("local_msat", 0) for ch in net.rpc(exp["peer"]).call("listchannels")
+             if ch["peer_id"] == peer_id and ch["state"] in LIVE_CHANNEL_STATES]
+    have = sum(sides)
     low, high = exp.get("min_msat", 0), exp.get("max_msat", 2**63)
-    return Check(f"expect: {exp['peer']}'s side of {exp['peer']}-{exp['with']} in "
-                 f"[{low}, {high}] msat", low <= have <= high, f"{have} msat")
+    name = (f"expect: {exp['peer']}'s side of {exp['peer']}-{exp['with']} in "
+            f"[{low:_}, {high:_}] msat")
+    if not sides:
+        return Check(name, False, "no live channel between them")
+    detail = f"{have:_} msat"
+    if len(sides) > 1:
+        detail += f" over {len(sides)} channels (" + " + ".join(f"{s:_}" for s in sides) + ")"
+    return Check(name, low <= have <= high, detail)
 
 
 def _success_rate(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:

@@ -44,6 +44,12 @@ def _payments(runner: Any) -> list[PaymentRecord]:
     return records
 
 
+def _first_invoice(runner: Any) -> str:
+    """The first invoice the run paid ("" when it paid none)."""
+    sent = runner.actions.sent if runner.actions else []
+    return next((s.bolt11 for s in sent if s.bolt11), "")
+
+
 def sample_liquidity(runner: Any) -> list[LiquiditySample]:
     """Each channel side's outbound liquidity now (for the liquidity plot)."""
     net, scenario = runner.net, runner.scenario
@@ -94,8 +100,11 @@ def collect_and_write(runner: Any, result: Any) -> dict[str, Any]:
         fees_earned_msat=earned,
         messages={"sent": len(messages),
                   "delivered": sum(1 for m in messages if m.status == "succeeded")},
-        penalties=len(penalties), invariants=[asdict(c) for c in result.checks],
+        penalties=len(penalties),
+        invariants=[asdict(c) for c in result.checks if not c.name.startswith("expect:")],
+        expectations=[asdict(c) for c in result.checks if c.name.startswith("expect:")],
         node_ids={p.name: runner.net.node_id(p.name).hex() for p in runner.scenario.peers},
+        invoice=_first_invoice(runner),
         extra={"schedule": [asdict(p) for p in runner.schedule][:1000],
                "error": result.error})
     paths = write_report(runner.run_dir, data)

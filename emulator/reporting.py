@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from emulator import plots
+from emulator.crypto import bolt11 as bolt11_codec
+from emulator.crypto import qr
 from emulator.errors import LnemuError
 from emulator.stats import group_failures, percentile, wilson_interval
 
 PAYMENT_KINDS = ("invoice", "keysend", "message")
 PAYMENT_STATUSES = ("succeeded", "failed")
 LATENCY_QUANTILES = (50, 90, 99)
+INVOICE_QR_FILE = "invoice_qr.png"
 PLOT_FILES = {
     "success_over_time": "success_over_time.png",
     "latency_cdf": "latency_cdf.png",
@@ -167,13 +170,15 @@ class RunData:
     invariants: list[Any] = field(default_factory=list)
     expectations: list[Any] = field(default_factory=list)
     node_ids: dict[str, str] = field(default_factory=dict)
+    invoice: str = ""  # one BOLT 11 invoice the run paid, shown with its QR code
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole run as JSON-ready plain data."""
         data = {name: getattr(self, name) for name in
                 ("scenario", "seed", "schedule_digest", "started_at", "duration_s",
-                 "fees_earned_msat", "messages", "penalties", "node_ids", "extra")}
+                 "fees_earned_msat", "messages", "penalties", "node_ids", "invoice",
+                 "extra")}
         data["payments"] = [p.to_dict() for p in self.payments]
         data["liquidity"] = [s.to_dict() for s in self.liquidity]
         data["graph"] = self.graph.to_dict()
@@ -272,6 +277,8 @@ def write_report(run_dir: Path, data: RunData) -> dict[str, Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: run_dir / filename for name, filename in PLOT_FILES.items()}
     _draw_plots(paths, data)
+    if data.invoice:
+        paths["invoice_qr"] = _write_invoice_qr(run_dir / INVOICE_QR_FILE, data.invoice)
     files = {name: path.name for name, path in paths.items()}
     files["report"] = "report.md"
     files["summary"] = "summary.json"
@@ -282,6 +289,14 @@ def write_report(run_dir: Path, data: RunData) -> dict[str, Path]:
     paths["summary"].write_text(json.dumps(summary, indent=2, default=str) + "\n",
                                 encoding="utf-8")
     return paths
+
+
+def _write_invoice_qr(path: Path, bolt11: str) -> Path:
+    """The QR code a wallet scans for ``bolt11`` (``LIGHTNING:`` + the upper-case invoice)."""
+    try:
+        return qr.write_png(qr.invoice_qr_payload(bolt11), path, scale=6)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"invoice QR code {path.name} failed: {exc}") from exc
 
 
 def _draw_plots(paths: Mapping[str, Path], data: RunData) -> None:
@@ -311,9 +326,11 @@ def render_markdown(data: RunData, summary: Mapping[str, Any]) -> str:
     """The text of ``report.md`` for a run and its summary."""
     sections = [_md_header(data, summary), _md_results(summary), _md_latency(summary),
                 _md_failures(summary), _md_fees(summary), _md_liquidity(summary),
-                _md_network(data, summary),
-                _md_checklist("Invariants", summary["invariants"]),
-                _md_checklist("Expectations", summary["expectations"])]
+                _md_network(data, summary)]
+    if "invoice_qr" in summary["files"]:
+        sections.append(_md_invoice(data.invoice, summary["files"]["invoice_qr"]))
+    sections += [_md_checklist("Invariants", summary["invariants"]),
+                 _md_checklist("Expectations", summary["expectations"])]
     return "\n\n".join(sections) + "\n"
 
 
@@ -399,6 +416,27 @@ def _md_network(data: RunData, summary: Mapping[str, Any]) -> str:
                 for name, node_id in sorted(ids.items())]
         text += "\n\n" + _md_table(("node", "role", "node id"), rows)
     return text
+
+
+def _md_invoice(bolt11: str, qr_file: str) -> str:
+    """The first invoice the run paid: the string, what it says, and its QR code."""
+    text = ("## Invoice\n\nA BOLT 11 invoice this run paid, as any wallet reads it; the "
+            "QR code holds `LIGHTNING:` and the invoice in upper case (BOLT 11 asks for "
+            "upper case in QR codes: it fits the denser alphanumeric mode).\n\n"
+            f"```\n{bolt11}\n```")
+    try:
+        inv = bolt11_codec.decode(bolt11)
+    except bolt11_codec.Bolt11Error as exc:
+        text += f"\n\nIt does not decode: {_md_escape(str(exc))}"
+    else:
+        amount = f"{inv.amount_msat:,} msat" if inv.amount_msat is not None else "any"
+        rows = [("amount", amount), ("description", _md_escape(inv.description or "-")),
+                ("payee", f"`{inv.payee.hex() if inv.payee else '-'}`"),
+                ("payment hash", f"`{inv.payment_hash.hex()}`"),
+                ("created", format_time(inv.timestamp)), ("expiry", f"{inv.expiry} s"),
+                ("min final CLTV delta", f"{inv.min_final_cltv_expiry_delta} blocks")]
+        text += "\n\n" + _md_table(("field", "value"), rows)
+    return text + "\n\n" + _md_image("Invoice QR code", qr_file)
 
 
 def _md_checklist(title: str, checks: list[Mapping[str, Any]]) -> str:

@@ -145,9 +145,15 @@ class Runner:
         public = sum(1 for c in self.scenario.channels if not c.private)
         names = [p.name for p in self.scenario.peers]
 
+        def announced(name: str) -> int:
+            """Public channels the peer can route over: announced, with both directions'
+            policies (its own channels may show up earlier, unannounced or half-known)."""
+            graph = self.net.rpc(name).call("listgraph")
+            return len({c["short_channel_id"] for c in graph["channels"]
+                        if not c.get("private") and c.get("policy_1") and c.get("policy_2")})
+
         def converged() -> bool:
-            return all(len(self.net.rpc(n).call("listgraph")["channels"]) >= public
-                       for n in names)
+            return all(announced(n) >= public for n in names)
         try:
             wait_for(converged, 60, what="gossip converged")
         except LnemuError as exc:

@@ -36,9 +36,9 @@ def _local(net, name, peer):
 
 @pytest.fixture
 def line(network_factory):
-    net = network_factory(_plans(LINE, {n: [m] for n, m in zip(LINE, LINE[1:])}))
+    net = network_factory(_plans(LINE, {n: [m] for n, m in zip(LINE, LINE[1:], strict=False)}))
     net.wait_connected()
-    open_channels(net, [(x, y, 1_000_000, 0) for x, y in zip(LINE, LINE[1:])])
+    open_channels(net, [(x, y, 1_000_000, 0) for x, y in zip(LINE, LINE[1:], strict=False)])
     _gossip_done(net, LINE, 4)
     return net
 
@@ -74,11 +74,11 @@ def test_cltv_deltas_add_up_along_the_route(line):
     wait_for(lambda: net.sup.collector.events(kind="htlc_held", proc="peer e"), 10,
              what="the HTLC reaches e")
     expiries = []
-    for x, y in zip(LINE, LINE[1:]):
+    for x, y in zip(LINE, LINE[1:], strict=False):
         ch = [c for c in net.rpc(x).call("listchannels") if c["peer_id"] == net.node_id(y)][0]
         expiries.append(ch["htlcs"][0]["cltv_expiry"])
     delta = net.rpc("b").call("listgraph")["channels"][0]["policy_1"]["cltv_expiry_delta"]
-    assert [a - b for a, b in zip(expiries, expiries[1:])] == [delta] * 3
+    assert [a - b for a, b in zip(expiries, expiries[1:], strict=False)] == [delta] * 3
 
 
 def test_message_pays_every_hop_and_lands_verified(line):
@@ -111,7 +111,7 @@ def test_liquidity_moves_by_amount_plus_fees_channel_by_channel(line):
     inv = net.rpc("e").call("invoice", amount_msat=50_000_000, description="above reserves")
     net.rpc("a").call("pay", bolt11=inv["bolt11"])
     _all_quiet(net, LINE)
-    hops = list(zip(LINE, LINE[1:]))
+    hops = list(zip(LINE, LINE[1:], strict=False))
     before = {(x, y): (_outbound(net, x, y), _outbound(net, y, x)) for x, y in hops}
     amount = 20_000_000
     inv = net.rpc("e").call("invoice", amount_msat=amount, description="liquidity")
