@@ -15,11 +15,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any, NoReturn
 
-from coincurve import PrivateKey, PublicKey
-
+from emulator.crypto.ecdsa import SigningError, parse_pubkey, sign, verify  # noqa: F401  (re-exported)
 from emulator.errors import DecodeError, LnemuError
 
 MAX_POLICY_DEPTH = 16
@@ -40,7 +38,6 @@ SEQUENCE_DISABLE_FLAG = 1 << 31
 SEQUENCE_TYPE_FLAG = 1 << 22  # set: the relative lock counts 512-second units, not blocks
 SEQUENCE_LOCKTIME_MASK = 0xFFFF
 
-_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 _ARITY = {
     "pk": 2, "multi": 3, "sha256": 2, "older": 2, "after": 2,
@@ -54,10 +51,6 @@ class PolicyFormatError(DecodeError):
     code = "bad_policy"
 
 
-class SigningError(LnemuError, ValueError):
-    """A private key or digest that cannot be signed with (a caller's mistake)."""
-
-    code = "signing_error"
 
 
 class Reason(StrEnum):
@@ -92,71 +85,6 @@ class PolicyNotSatisfied(LnemuError):
         self.blocks_needed = blocks_needed
 
 
-# --- signatures -----------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _public_key(key: bytes) -> PublicKey | None:
-    """Parse a compressed public key, or None if it is not a point on the curve."""
-    if len(key) != PUBKEY_LEN or key[0] not in (2, 3):
-        return None
-    try:
-        return PublicKey(key)
-    except ValueError:
-        return None
-
-
-def _der_int(value: int) -> bytes:
-    body = value.to_bytes((value.bit_length() + 8) // 8, "big")
-    return b"\x02" + bytes([len(body)]) + body
-
-
-def _compact_to_der(sig: bytes) -> bytes | None:
-    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    if not (0 < r < _SECP256K1_ORDER and 0 < s < _SECP256K1_ORDER):
-        return None
-    body = _der_int(r) + _der_int(s)
-    return b"\x30" + bytes([len(body)]) + body
-
-
-def _der_to_compact(der: bytes) -> bytes:
-    # libsecp256k1 emits strict DER: 30 len 02 rlen r 02 slen s.
-    r_len = der[3]
-    r = int.from_bytes(der[4 : 4 + r_len], "big")
-    s = int.from_bytes(der[6 + r_len :], "big")
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def sign(privkey: bytes, msg32: bytes) -> bytes:
-    """ECDSA-sign a 32-byte digest; returns a 64-byte compact low-S signature (r || s)."""
-    if not isinstance(msg32, bytes) or len(msg32) != 32:
-        raise SigningError("message to sign must be a 32-byte digest")
-    if not isinstance(privkey, bytes) or len(privkey) != 32:
-        raise SigningError("private key must be 32 bytes")
-    try:
-        der = PrivateKey(privkey).sign(msg32, hasher=None)  # RFC 6979 nonce, always low-S
-    except (TypeError, ValueError) as exc:
-        raise SigningError(f"cannot sign with this private key: {exc}") from exc
-    return _der_to_compact(der)
-
-
-def verify(pubkey: bytes, msg32: bytes, sig: bytes) -> bool:
-    """True if ``sig`` is a valid 64-byte compact low-S signature by ``pubkey`` over msg32."""
-    if not (isinstance(pubkey, bytes) and isinstance(msg32, bytes) and isinstance(sig, bytes)):
-        return False
-    if len(msg32) != 32 or len(sig) != SIGNATURE_LEN:
-        return False
-    key = _public_key(pubkey)
-    der = _compact_to_der(sig)
-    if key is None or der is None:
-        return False
-    try:
-        # libsecp256k1's verify rejects high-S signatures, so signatures are not malleable.
-        return key.verify(der, msg32, hasher=None)
-    except ValueError:
-        return False
-
-
 # --- format ---------------------------------------------------------------------------
 
 
@@ -188,7 +116,7 @@ def _check_key(key: Any, where: str) -> None:
         raise PolicyFormatError(f"{where}: key must be bytes, got {type(key).__name__}")
     if len(key) != PUBKEY_LEN:
         raise PolicyFormatError(f"{where}: key must be {PUBKEY_LEN} bytes, got {len(key)}")
-    if _public_key(key) is None:
+    if parse_pubkey(key) is None:
         raise PolicyFormatError(f"{where}: key {key.hex()} is not a valid secp256k1 point")
 
 
