@@ -86,14 +86,8 @@ def _chain_client(endpoint: str | None):
 
 
 def _call(client: Any, op: str, **args: Any) -> Any:
-    from emulator.rpc import RpcError, RpcTimeout
-
-    try:
-        return client.call(op, **args)
-    except RpcError as exc:
-        _fail(str(exc), 2 if exc.code in ("bad_request", "not_found") else 1)
-    except RpcTimeout as exc:
-        _fail(str(exc), 1)
+    from emulator.cli_network import call_client
+    return call_client(client, op, **args)
 
 
 rpc_option = click.option("--rpc", "endpoint", help=f"Chain control endpoint (or ${CHAIN_ENV}).")

@@ -49,17 +49,22 @@ def node_id(run_dir: str, name: str) -> str:
     return peers[name]["node_id"]
 
 
-def call(run_dir: str, name: str, op: str, **args: Any) -> Any:
-    """Call ``op`` on a process of the up network; errors exit 1 (2 for bad input)."""
+def call_client(rpc: Any, op: str, **args: Any) -> Any:
+    """Call ``op`` through ``rpc``; errors exit 1 (2 for bad input) with the message."""
     from emulator.rpc import RpcError, RpcTimeout
 
+    try:
+        return rpc.call(op, **args)
+    except RpcError as exc:
+        fail(str(exc), 2 if exc.code in ("bad_request", "not_found") else 1)
+    except RpcTimeout as exc:
+        fail(str(exc), 1)
+
+
+def call(run_dir: str, name: str, op: str, **args: Any) -> Any:
+    """Call ``op`` on a process of the up network."""
     with client(run_dir, name) as rpc:
-        try:
-            return rpc.call(op, **args)
-        except RpcError as exc:
-            fail(str(exc), 2 if exc.code in ("bad_request", "not_found") else 1)
-        except RpcTimeout as exc:
-            fail(str(exc), 1)
+        return call_client(rpc, op, **args)
 
 
 def register(main: click.Group, emit: Any) -> None:

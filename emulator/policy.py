@@ -7,8 +7,9 @@ revocation branch). A :class:`Witness` names the branch taken (its ``path``) and
 signatures and preimages; :func:`evaluate` checks it against a :class:`SpendContext`.
 
 Signatures are ECDSA over secp256k1 in 64-byte compact form (``r || s``, big-endian,
-low-S), made and checked by :func:`sign` and :func:`verify` here, so that the peers (which
-sign) and the chain (which validates) share one primitive. ``emulator.tx`` re-exports them.
+low-S), made and checked by ``emulator.crypto.ecdsa`` (re-exported here and by
+``emulator.tx``), so that the peers (which sign) and the chain (which validates) share one
+primitive.
 """
 from __future__ import annotations
 
