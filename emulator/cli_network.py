@@ -244,6 +244,19 @@ def _register_payments(main: click.Group, emit: Any) -> None:
 
     @main.command()
     @click.argument("peer")
+    @click.argument("out_channel")
+    @click.argument("in_channel")
+    @click.argument("amount_msat", type=int)
+    @dir_option
+    @json_option
+    def rebalance(peer, out_channel, in_channel, amount_msat, run_dir, as_json) -> None:
+        """PEER moves AMOUNT_MSAT of outbound from OUT_CHANNEL to IN_CHANNEL (a circular
+        payment to itself)."""
+        emit(call(run_dir, peer, "rebalance", out_channel=out_channel, in_channel=in_channel,
+                  amount_msat=amount_msat), as_json)
+
+    @main.command()
+    @click.argument("peer")
     @click.argument("channel_id")
     @dir_option
     @json_option

@@ -22,7 +22,14 @@ from peers.channel_state import ChannelState
 from peers.htlc_ledger import Htlc, Side
 from peers.mission_control import MissionControl
 from peers.onion_payloads import HopPayload
-from peers.pathfinding import NoRouteError, Route, split_payment
+from peers.pathfinding import (
+    NoRouteError,
+    NoRouteReason,
+    Route,
+    build_route,
+    find_route,
+    split_payment,
+)
 
 MAX_TRIES = 8
 CLTV_BUFFER = 2
@@ -43,6 +50,7 @@ class Request:
     extra: tuple[tuple[int, bytes], ...] = ()
     hint_edges: tuple = ()
     total_msat: int | None = None  # dev: announce a larger MPP total than we send
+    via: tuple[int, int] | None = None  # rebalance: (out scid, in scid), a circle to us
 
 
 def failure_name(code: int) -> str:
@@ -74,6 +82,8 @@ class Payer:
 
     def routes(self, req: Request) -> list[Route]:
         edges = self.node.gossip.graph.edges() + list(req.hint_edges)
+        if req.via is not None:
+            return [self._circle(edges, req)]
         return split_payment(
             edges, self.node.node_id, req.dest, req.amount_msat,
             current_height=self.node.height, final_cltv_delta=req.final_cltv_delta,
@@ -100,6 +110,33 @@ class Payer:
             if any(r.get("final") for r in results):
                 return {"status": "failed", "failure": last}
         return {"status": "failed", "failure": f"gave up: {last}"}
+
+    def _circle(self, edges: list, req: Request) -> Route:
+        """A circular route for rebalancing: out over one of our channels, around the
+        network, back in over another (mission control steers the middle part)."""
+        me = self.node.node_id
+        out_scid, in_scid = req.via
+        first = [e for e in edges if e.short_channel_id == out_scid and e.source == me]
+        last = [e for e in edges if e.short_channel_id == in_scid and e.dest == me]
+        if not first or not last:
+            raise NoRouteError(NoRouteReason.NO_PATH, "both channels must be ours, open and "
+                               "known with both directions' policies")
+        spend = self.local_outbound().get(out_scid, 0)
+        if spend < req.amount_msat:
+            raise NoRouteError(NoRouteReason.LOCAL_BALANCE, f"the out channel can spend "
+                               f"{spend} msat, less than {req.amount_msat}")
+        middle_edges = [e for e in edges if me not in (e.source, e.dest)]
+        source, target = first[0].dest, last[0].source
+        middle: list = []
+        if source != target:
+            hops = find_route(middle_edges, source, target, req.amount_msat,
+                              current_height=self.node.height, final_cltv_delta=0,
+                              mission=self.mission, now=time.time())
+            by_scid = {(e.short_channel_id, e.dest): e for e in middle_edges}
+            middle = [by_scid[(h.short_channel_id, h.node_id)] for h in hops]
+        return build_route([first[0], *middle, last[0]], req.amount_msat,
+                           current_height=self.node.height,
+                           final_cltv_delta=req.final_cltv_delta, cltv_buffer=CLTV_BUFFER)
 
     async def _attempt(self, req: Request, route: Route, deadline: float) -> dict[str, Any]:
         ch = self._channel(route[0].short_channel_id)

@@ -142,6 +142,23 @@ class ChannelVerbs:
         """Messages received: verified sender, time, text and the amount that carried it."""
         return self.messages.inbox()
 
+    async def rpc_rebalance(self, out_channel: Any, in_channel: Any, amount_msat: int,
+                            timeout: float = 60.0) -> dict[str, Any]:
+        """Move amount_msat of outbound liquidity from out_channel to in_channel with a
+        circular payment to ourselves (we pay the fees of the hops in between)."""
+        from peers.paying import Request
+        out_ch, in_ch = self.channels.check_open(out_channel), self.channels.check_open(
+            in_channel)
+        if out_ch.cid == in_ch.cid:
+            raise BadRequest("rebalance needs two different channels")
+        if type(amount_msat) is not int or amount_msat <= 0:
+            raise BadRequest(f"amount_msat must be a positive int, got {amount_msat!r}")
+        inv = self.payments.create_invoice(amount_msat, "rebalance", 600)
+        req = Request(self.node_id, inv["payment_hash"], amount_msat,
+                      self.config.timers.min_final_cltv_expiry_delta, inv["payment_secret"],
+                      via=(out_ch.short_channel_id, in_ch.short_channel_id))
+        return await self.payments.start(req, timeout, True, kind="rebalance")
+
     async def rpc_liquidity(self) -> dict[str, Any]:
         """Per channel and in total: outbound (what we can pay) and inbound (can be paid)."""
         from peers.paying import spendable_msat

@@ -219,3 +219,24 @@ def test_new_channel_becomes_usable_and_disabled_one_is_avoided(network_factory)
     with pytest.raises(RpcError) as info:
         net.rpc("a").call("pay", bolt11=inv["bolt11"], timeout=10)
     assert "no route" in str(info.value)
+
+
+def test_rebalance_moves_liquidity_between_two_of_our_channels(network_factory):
+    names = ["a", "b", "c"]
+    net = network_factory(_plans(names, {"a": ["b"], "b": ["c"], "c": ["a"]}))
+    net.wait_connected()
+    open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0),
+                        ("c", "a", 1_000_000, 0)])
+    _gossip_done(net, names, 3)
+    mine = {ch["peer_id"]: ch for ch in net.rpc("a").call("listchannels")}
+    out_ch, in_ch = mine[net.node_id("b")], mine[net.node_id("c")]
+    assert in_ch["local_msat"] == 0  # a has no outbound towards c yet
+    res = net.rpc("a").call("rebalance", out_channel=out_ch["channel_id"],
+                            in_channel=in_ch["channel_id"], amount_msat=100_000_000)
+    assert res["status"] == "succeeded"
+    _all_quiet(net, names)
+    after = {ch["peer_id"]: ch for ch in net.rpc("a").call("listchannels")}
+    assert after[net.node_id("c")]["local_msat"] == 100_000_000
+    assert out_ch["local_msat"] - after[net.node_id("b")]["local_msat"] == \
+        100_000_000 + res["fee_msat"]
+    assert worth_conserved(net)
