@@ -166,6 +166,9 @@ class Payments:
             if record["status"] != "pending":
                 continue
             payment_hash = record["payment_hash"]
+            if not record.get("attempts"):
+                self._finish(payment_hash, "failed", failure="stopped before any attempt")
+                continue
             channel = self.node.channels.channels.get(record["attempts"][-1]["channel_id"])
             if channel is not None and payment_hash in channel.preimages:
                 self._finish(payment_hash, "succeeded", preimage=channel.preimages[payment_hash])
