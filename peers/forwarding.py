@@ -51,7 +51,15 @@ class Forwarder:
         return None
 
     def is_forward(self, ch: Channel, htlc: Htlc) -> bool:
-        return _key(ch.cid, htlc.htlc_id) in self.links
+        """True if ``htlc`` (offered by us on ``ch``) carries a forward of ours. A link
+        whose hash differs is stale (its HTLC id was reused after a restart): dropped."""
+        key = _key(ch.cid, htlc.htlc_id)
+        link = self.links.get(key)
+        if link is not None and link["payment_hash"] != htlc.payment_hash:
+            del self.links[key]
+            self._save()
+            return False
+        return link is not None
 
     async def forward(self, ch: Channel, htlc: Htlc, payload: HopPayload,
                       peeled: sphinx.PeeledOnion) -> None:
@@ -147,6 +155,19 @@ class Forwarder:
                 htlc = out.ledger.get_htlc(Side.LOCAL, int(htlc_id)) if out else None
                 if htlc is not None:
                     await self.on_fulfilled(out, htlc, preimage)
+
+    async def on_discarded(self, out: Channel, htlc: Htlc) -> None:
+        """The downstream HTLC never reached a commitment (the link dropped): its id will
+        be reused, so the link goes now and the upstream HTLC fails back."""
+        link = self.links.pop(_key(out.cid, htlc.htlc_id), None)
+        self._save()
+        up = self._upstream(link) if link else None
+        if up is None or up[0].state != ChannelState.OPEN:
+            return
+        self.node.events.emit("forward_failed", payment_hash=htlc.payment_hash,
+                              reason="downstream link dropped")
+        await self.node.channels.fail_htlc(up[0], up[1], sphinx.build_error(
+            link["secret"], failure_message(FailureCode.TEMPORARY_CHANNEL_FAILURE)))
 
     async def on_failed(self, out: Channel, htlc: Htlc, info: dict[str, Any]) -> None:
         """Downstream failed: fail upstream, adding our layer to the error onion."""

@@ -59,7 +59,10 @@ class Reestablish:
         self.manager.forget_handled(ch)  # a discarded settle or fail must be made again
         for htlc_id, htlc in sorted(offered.items()):
             if ch.ledger.get_htlc(Side.LOCAL, htlc_id) != htlc:
-                await self.node.payments.on_htlc_discarded(htlc)
+                if self.node.forwarder.is_forward(ch, htlc):
+                    await self.node.forwarder.on_discarded(ch, htlc)
+                else:
+                    await self.node.payments.on_htlc_discarded(htlc)
 
     def _body(self, ch: Channel) -> dict[str, Any]:
         led = ch.ledger
