@@ -23,14 +23,15 @@ from emulator.events import EventEmitter
 from emulator.network import Network
 
 log = logging.getLogger("lnemu.faults")
-_emitters: dict[int, EventEmitter] = {}
+_emitters: dict[str, EventEmitter] = {}  # by collector endpoint (unique per run)
 
 
 def _emit(net: Network, kind: str, **data: Any) -> None:
-    emitter = _emitters.get(id(net))
+    endpoint = net.sup.events_endpoint
+    emitter = _emitters.get(endpoint)
     if emitter is None:
-        emitter = EventEmitter(zmq.Context.instance(), net.sup.events_endpoint, "nemesis", log)
-        _emitters[id(net)] = emitter
+        emitter = EventEmitter(zmq.Context.instance(), endpoint, "nemesis", log)
+        _emitters[endpoint] = emitter
     emitter.emit(kind, **data)
 
 
