@@ -279,17 +279,7 @@ def _nearest(word: str, options: set[str]) -> str:
 
 def _parse_event(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str, Any]:
     where = f"events[{i}]"
-    if not isinstance(raw, dict) or "action" not in raw:
-        check.fail(where, "needs an 'action'")
-    action = raw["action"]
-    if action not in EVENT_KEYS:
-        check.fail(f"{where}.action", f"unknown action {action!r}"
-                   + _nearest(action, set(EVENT_KEYS)), "action")
-    check.keys(raw, EVENT_KEYS[action], where)
-    for role in ("from", "to", "peer"):
-        if role in raw and raw[role] not in names:
-            check.fail(f"{where}.{role}", f"unknown peer {raw[role]!r}"
-                       + _nearest(raw[role], names), role)
+    action = _tagged(check, where, raw, "action", EVENT_KEYS, names, ("from", "to", "peer"))
     needs = {"sendonchain": ("from", "to", "amount_sat"), "pay": ("from", "to", "amount_msat"),
              "keysend": ("from", "to", "amount_msat"), "message": ("from", "to", "text"),
              "open_channel": ("from", "to", "capacity_sat"), "close_channel": ("from", "to"),
@@ -313,16 +303,24 @@ def _parse_event(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str
 
 
 def _parse_expect(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str, Any]:
-    where = f"expect[{i}]"
-    if not isinstance(raw, dict) or "kind" not in raw:
-        check.fail(where, "needs a 'kind'")
-    kind = raw["kind"]
-    if kind not in EXPECT_KEYS:
-        check.fail(f"{where}.kind", f"unknown expectation {kind!r}"
-                   + _nearest(kind, set(EXPECT_KEYS)), "kind")
-    check.keys(raw, EXPECT_KEYS[kind], where)
-    for key in ("peer", "with", "to"):
+    _tagged(check, f"expect[{i}]", raw, "kind", EXPECT_KEYS, names, ("peer", "with", "to"))
+    return dict(raw)
+
+
+def _tagged(check: _Checker, where: str, raw: Any, tag: str,
+            table: dict[str, dict[str, type]], names: set[str],
+            peer_keys: tuple[str, ...]) -> str:
+    """Check a table whose keys depend on its ``tag`` (an event's action, an
+    expectation's kind), and the peers it names; return the tag."""
+    if not isinstance(raw, dict) or tag not in raw:
+        check.fail(where, f"needs a {tag!r}")
+    value = raw[tag]
+    if value not in table:
+        check.fail(f"{where}.{tag}", f"unknown {tag} {value!r}" + _nearest(value, set(table)),
+                   tag)
+    check.keys(raw, table[value], where)
+    for key in peer_keys:
         if key in raw and raw[key] not in names:
             check.fail(f"{where}.{key}", f"unknown peer {raw[key]!r}"
                        + _nearest(raw[key], names), key)
-    return dict(raw)
+    return value
