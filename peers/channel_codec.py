@@ -31,8 +31,9 @@ def _live_preimages(ch: Channel) -> dict[bytes, bytes]:
     return ch.preimages
 
 
-def channel_to_wire(ch: Channel) -> dict[str, Any]:
-    """A channel as a plain map."""
+def channel_to_wire(ch: Channel, htlcs: bool = True) -> dict[str, Any]:
+    """A channel as a plain map; without its ledger's HTLC records if not ``htlcs``
+    (the store keeps those apart, written as they change)."""
     _live_preimages(ch)
     record = {name: getattr(ch, name) for name in _PLAIN}
     record.update(
@@ -40,7 +41,8 @@ def channel_to_wire(ch: Channel) -> dict[str, Any]:
         remote=ch.remote.to_wire() if ch.remote else None,
         funding_outpoint=[ch.funding_outpoint.txid, ch.funding_outpoint.vout]
         if ch.funding_outpoint else None,
-        ledger=ch.ledger.to_wire() if ch.ledger else None,
+        ledger=(ch.ledger.to_wire() if htlcs else ch.ledger.header_to_wire())
+        if ch.ledger else None,
         remote_points=[[k, v] for k, v in ch.remote_points.items()],
         revocations=ch.revocations.to_wire(),
         local_sigs=list(ch.local_sigs) if ch.local_sigs else None,
@@ -49,8 +51,10 @@ def channel_to_wire(ch: Channel) -> dict[str, Any]:
     return record
 
 
-def channel_from_wire(record: dict[str, Any], node_secret: bytes) -> Channel:
-    """Rebuild a channel from its stored map (secrets derive from ``node_secret``)."""
+def channel_from_wire(record: dict[str, Any], node_secret: bytes,
+                      htlcs: list[dict[str, Any]] | None = None) -> Channel:
+    """Rebuild a channel from its stored map (secrets derive from ``node_secret``),
+    with ``htlcs``, its ledger's HTLC records kept apart, if given."""
     plain = {name: record.get(name) for name in _PLAIN}
     plain["preimages"] = dict(plain["preimages"] or {})
     plain["onchain"] = plain["onchain"] or {}
@@ -62,7 +66,8 @@ def channel_from_wire(record: dict[str, Any], node_secret: bytes) -> Channel:
         remote=Params.from_wire(record["remote"]) if record["remote"] else None,
         funding_outpoint=OutPoint(*record["funding_outpoint"])
         if record["funding_outpoint"] else None,
-        ledger=HtlcLedger.from_wire(record["ledger"]) if record["ledger"] else None,
+        ledger=HtlcLedger.from_wire(_with_htlcs(record["ledger"], htlcs))
+        if record["ledger"] else None,
         remote_points={k: v for k, v in record["remote_points"]},
         revocations=RevocationStore.from_wire(record["revocations"]),
         local_sigs=tuple(record["local_sigs"]) if record["local_sigs"] else None,
@@ -70,3 +75,12 @@ def channel_from_wire(record: dict[str, Any], node_secret: bytes) -> Channel:
         sent_fails={k: (kind, body) for k, kind, body in record.get("sent_fails", [])},
         sm=StateMachine(ChannelState(record["state"])))
     return ch
+
+
+def _with_htlcs(ledger: dict[str, Any], htlcs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A ledger record with the HTLC records stored apart (they win over inline ones)."""
+    if not htlcs:
+        return {"htlcs": [], **ledger}
+    merged = {(h["offerer"], h["htlc"]["htlc_id"]): h for h in ledger.get("htlcs", [])}
+    merged.update(((h["offerer"], h["htlc"]["htlc_id"]), h) for h in htlcs)
+    return {**ledger, "htlcs": list(merged.values())}

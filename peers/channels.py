@@ -53,16 +53,26 @@ class ChannelManager:
     def load(self) -> None:
         """Load every channel from the store (after a restart)."""
         for record in self.store.all("channels"):
-            ch = channel_from_wire(record, self.node.node_secret)
+            cid = record.get("channel_id") or record["temp_id"]
+            ch = channel_from_wire(record, self.node.node_secret, self.store.htlcs(cid))
             self._attach(ch)
             self.channels[ch.cid] = ch
 
     def save(self, ch: Channel) -> None:
-        """Persist ``ch`` in one transaction (call before sending what depends on it)."""
-        with self.store.transaction():
-            if ch.channel_id and ch.temp_id != ch.channel_id:
-                self.store.db.execute("DELETE FROM channels WHERE cid = ?", (ch.temp_id,))
-            self.store.put("channels", ch.cid, channel_to_wire(ch))
+        """Persist ``ch`` in one transaction (call before sending what depends on it):
+        its record and the HTLC records its ledger changed since the last save."""
+        changed, dropped = ch.ledger.take_changes() if ch.ledger else ([], [])
+        try:
+            with self.store.transaction():
+                if ch.channel_id and ch.temp_id != ch.channel_id:
+                    self.store.db.execute("DELETE FROM channels WHERE cid = ?", (ch.temp_id,))
+                    self.store.rekey_htlcs(ch.temp_id, ch.channel_id)
+                self.store.put("channels", ch.cid, channel_to_wire(ch, htlcs=False))
+                self.store.write_htlcs(ch.cid, changed, dropped)
+        except BaseException:
+            if ch.ledger:
+                ch.ledger.restore_changes(changed, dropped)
+            raise
 
     def _attach(self, ch: Channel) -> None:
         def observe(old: ChannelState, new: ChannelState) -> None:

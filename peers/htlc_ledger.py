@@ -183,6 +183,10 @@ class HtlcLedger:
         self._pruned_msat = dict.fromkeys(Side, 0)  # the part of it no longer kept in detail
         self._floor = dict.fromkeys(Side, 0)  # the oldest ctn still answerable, per side
         self._fees = [_FeeEntry(feerate_per_kw, dict.fromkeys(Side, 0), 0)]
+        # what changed since the last take_changes(): lets the owner persist one HTLC
+        # record per change instead of the whole ledger each time
+        self._dirty: set[tuple[Side, int]] = set()
+        self._dropped: set[tuple[Side, int]] = set()
 
     @property
     def opener(self) -> Side:
@@ -245,6 +249,7 @@ class HtlcLedger:
                                       f"{available_msat} msat")
         lock = self._lock_new(offerer)
         self._live[(offerer, htlc.htlc_id)] = _HtlcEntry(offerer, htlc, lock, self._seq)
+        self._dirty.add((offerer, htlc.htlc_id))
         self._next_id[offerer] += 1
 
     def _remove(self, kind: UpdateKind, offerer: Side, htlc_id: int) -> None:
@@ -259,6 +264,7 @@ class HtlcLedger:
             raise HtlcNotLockedIn(f"HTLC {htlc_id} is not irrevocably committed on both sides")
         entry.removed = self._lock_new(offerer.other)
         entry.removal, entry.remove_seq = kind, self._seq
+        self._dirty.add((offerer, htlc_id))
 
     def _fee(self, proposer: Side, feerate_per_kw: int) -> None:
         # BOLT 2: the node not responsible for paying the fee MUST NOT send update_fee.
@@ -306,6 +312,8 @@ class HtlcLedger:
             if ref.proposer == proposer and ref.lock[proposer] is None \
                     and _in(ref.lock, revoker, self._oldest[revoker]):
                 ref.lock[proposer] = next_ctn
+                if isinstance(ref.item, _HtlcEntry):
+                    self._dirty.add((ref.item.offerer, ref.item.htlc.htlc_id))
         self._archive_removed()
 
     def _archive_removed(self) -> None:
@@ -314,7 +322,9 @@ class HtlcLedger:
             if entry.removal is None or not self._irrevocable(entry.removed):
                 continue
             del self._live[key]
-            entry.htlc = dataclasses.replace(entry.htlc, onion=b"")  # not needed any more
+            if entry.htlc.onion:
+                entry.htlc = dataclasses.replace(entry.htlc, onion=b"")  # not needed any more
+                self._dirty.add(key)
             self._archive[key] = entry
             if entry.removal is UpdateKind.SETTLE:
                 self._archived_msat[entry.offerer] -= entry.htlc.amount_msat
@@ -330,6 +340,8 @@ class HtlcLedger:
             if all(entry.removed[side] is not None and entry.removed[side] < floor[side]
                    for side in SIDES):
                 del self._archive[key]
+                self._dirty.discard(key)
+                self._dropped.add(key)
                 if entry.removal is UpdateKind.SETTLE:
                     self._pruned_msat[entry.offerer] -= entry.htlc.amount_msat
                     self._pruned_msat[entry.offerer.other] += entry.htlc.amount_msat
@@ -359,10 +371,13 @@ class HtlcLedger:
         for key, entry in list(self._live.items()):
             if entry.offerer == proposer and not _in(entry.added, subject, latest):
                 del self._live[key]
+                self._dirty.discard(key)
+                self._dropped.add(key)
                 self._next_id[proposer] = min(self._next_id[proposer], entry.htlc.htlc_id)
             elif entry.offerer == subject and entry.removal is not None \
                     and not _in(entry.removed, subject, latest):
                 entry.removal, entry.removed, entry.remove_seq = None, dict.fromkeys(Side), -1
+                self._dirty.add(key)
         if proposer == self.opener:
             self._fees = [fee for fee in self._fees if _in(fee.lock, subject, latest)]
 
@@ -467,18 +482,38 @@ class HtlcLedger:
     def to_wire(self) -> dict[str, Any]:
         """The whole ledger as a plain msgpack-able dict; pairs are [local, remote]."""
         entries = itertools.chain(self._archive.values(), self._live.values())
+        return {**self.header_to_wire(), "htlcs": [_entry_out(entry) for entry in entries]}
+
+    def header_to_wire(self) -> dict[str, Any]:
+        """Everything but the HTLC records (those persist one by one: take_changes)."""
         return {
             "version": WIRE_VERSION, "local_is_opener": self.local_is_opener, "seq": self._seq,
             "initial_msat": _pair_out(self._initial_msat), "ctn_oldest": _pair_out(self._oldest),
             "commit_pending": _pair_out(self._pending), "next_htlc_id": _pair_out(self._next_id),
-            "htlcs": [_entry_out(entry) for entry in entries],
             "fees": [[fee.feerate_per_kw, _pair_out(fee.lock), fee.seq] for fee in self._fees],
             "pruned_msat": _pair_out(self._pruned_msat), "floor": _pair_out(self._floor),
         }
 
+    def take_changes(self) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """HTLC records written or changed, and (offerer, id) keys of records dropped,
+        since the last call: persist them with ``header_to_wire()`` in one transaction."""
+        changed = [_entry_out(entry) for key in sorted(self._dirty)
+                   if (entry := self._live.get(key) or self._archive.get(key)) is not None]
+        dropped = [(int(side), htlc_id) for side, htlc_id in sorted(self._dropped)]
+        self._dirty.clear()
+        self._dropped.clear()
+        return changed, dropped
+
+    def restore_changes(self, changed: list[dict[str, Any]],
+                        dropped: list[tuple[int, int]]) -> None:
+        """Undo a take_changes() whose write failed: those records are dirty again."""
+        self._dirty.update((Side(obj["offerer"]), obj["htlc"]["htlc_id"]) for obj in changed)
+        self._dropped.update((Side(side), htlc_id) for side, htlc_id in dropped)
+
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> HtlcLedger:
-        """Rebuild a ledger from ``to_wire()``'s output."""
+        """Rebuild a ledger from ``to_wire()``'s output (or a header and its records
+        under ``"htlcs"``)."""
         try:
             if obj["version"] != WIRE_VERSION:
                 raise DecodeError(f"ledger version {obj['version']!r}, not {WIRE_VERSION}")
@@ -496,7 +531,8 @@ class HtlcLedger:
                 ledger._live[(entry.offerer, entry.htlc.htlc_id)] = entry
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise DecodeError(f"malformed ledger: {exc!r}") from None
-        ledger._archive_removed()
+        ledger._dirty.clear()
+        ledger._archive_removed()  # what this moves or prunes is written by the next save
         return ledger
 
 

@@ -1,8 +1,9 @@
-"""The peer's SQLite store: channels, invoices, payments, preimages.
+"""The peer's SQLite store: channels, their HTLCs, invoices, payments, preimages.
 
 One store per peer, in WAL mode with ``synchronous=NORMAL`` (survives a process
 kill). Every channel change is written as one transaction holding the channel's
-whole record, before any message that depends on it leaves the process.
+record and the HTLC records that changed since the last write, before any message
+that depends on it leaves the process.
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ CREATE TABLE IF NOT EXISTS channels (cid BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS invoices (payment_hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS payments (payment_hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS htlcs (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
+    htlc_id INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id))
+    WITHOUT ROWID;
 """
 
 
@@ -68,6 +72,25 @@ class Store:
     def value(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return _unpack(row[0]) if row else default
+
+    def write_htlcs(self, cid: bytes, changed: list[dict[str, Any]],
+                    dropped: list[tuple[int, int]]) -> None:
+        """Write changed HTLC records of channel ``cid`` and delete dropped ones."""
+        if changed:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO htlcs VALUES (?, ?, ?, ?)",
+                [(cid, obj["offerer"], obj["htlc"]["htlc_id"], _pack(obj)) for obj in changed])
+        if dropped:
+            self.db.executemany("DELETE FROM htlcs WHERE cid = ? AND offerer = ? AND htlc_id = ?",
+                                [(cid, side, htlc_id) for side, htlc_id in dropped])
+
+    def htlcs(self, cid: bytes) -> list[Any]:
+        """Every stored HTLC record of channel ``cid``."""
+        return [_unpack(row[0]) for row in
+                self.db.execute("SELECT data FROM htlcs WHERE cid = ?", (cid,))]
+
+    def rekey_htlcs(self, old: bytes, new: bytes) -> None:
+        self.db.execute("UPDATE htlcs SET cid = ? WHERE cid = ?", (new, old))
 
     def close(self) -> None:
         self.db.close()

@@ -510,7 +510,23 @@ class TwoLedgers(RuleBasedStateMachine):
         self.queues: dict[str, deque] = {name: deque() for name in NAMES}  # sent by name
         self.sent: dict[str, list[str]] = {name: [] for name in NAMES}  # commit/revoke order
         self.signed: dict[tuple[str, int], tuple] = {}  # (holder, ctn) -> what was signed
+        self.stored: dict[str, dict] = {name: {} for name in NAMES}  # HTLC records on 'disk'
         self.count = self.steps = 0
+
+    def persist(self, name: str) -> None:
+        """Write what changed since the last write, as the channel manager does."""
+        changed, dropped = self.ledgers[name].take_changes()
+        stored = self.stored[name]
+        stored.update(((obj["offerer"], obj["htlc"]["htlc_id"]), obj) for obj in changed)
+        for key in dropped:
+            stored.pop(tuple(key), None)
+
+    def reload(self, name: str) -> HtlcLedger:
+        """The ledger as a restart finds it: its header plus the stored HTLC records."""
+        self.persist(name)
+        record = {**self.ledgers[name].header_to_wire(),
+                  "htlcs": list(self.stored[name].values())}
+        return HtlcLedger.from_wire(msgpack.unpackb(msgpack.packb(record), raw=False))
 
     def ends(self, name: str) -> tuple[HtlcLedger, HtlcLedger]:
         return self.ledgers[name], self.ledgers[peer_of(name)]
@@ -619,7 +635,7 @@ class TwoLedgers(RuleBasedStateMachine):
         if what == "fee":
             self.fee(number)
         elif what == "restart":
-            self.ledgers[name] = through_msgpack(self.ledgers[name])
+            self.ledgers[name] = self.reload(name)
         else:
             self.reconnect(resend_unsigned=flag)
 
@@ -666,6 +682,17 @@ class TwoLedgers(RuleBasedStateMachine):
                                                ledger.ctn_latest(s) + 2) for s in Side})
         # the next commitments agree too once nothing is in flight
         assert_views_agree(alice, bob, include_next=not any(self.queues.values()), recent=2)
+
+    @invariant()
+    def persisted_incrementally(self):
+        """The header plus the records written change by change rebuild the ledger."""
+        for name in NAMES:
+            full = self.ledgers[name].to_wire()
+            rebuilt = self.reload(name).to_wire()
+            key = lambda obj: (obj["offerer"], obj["htlc"]["htlc_id"])  # noqa: E731
+            assert {key(o): o for o in rebuilt.pop("htlcs")} == \
+                {key(o): o for o in full.pop("htlcs")}
+            assert rebuilt == full
 
     @invariant()
     def history_kept(self):
