@@ -90,3 +90,11 @@ def no_channel_failures(net: Network) -> Check:
     return Check("protocol: no channel failed for a violation", not failed,
                  "none" if not failed else "; ".join(f"{e['proc']}: {e['data']['reason'][:80]}"
                                                      for e in failed[:5]))
+
+
+def no_forward_losses(net: Network) -> Check:
+    """No forwarding peer paid downstream and could not claim the HTLC upstream."""
+    lost = net.sup.collector.events(kind="forward_upstream_lost")
+    return Check("forwarding: every settled forward was settled upstream too", not lost,
+                 "none" if not lost else "; ".join(f"{e['proc']}: {e['data']['error'][:80]}"
+                                                   for e in lost[:5]))

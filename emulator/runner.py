@@ -194,7 +194,8 @@ class Runner:
             invariants.wealth_check(self.net, worth),
             invariants.channel_agreement(self.net, names),
             invariants.no_stuck_htlcs(self.net, names, height),
-            invariants.no_data_loss(self.net)]
+            invariants.no_data_loss(self.net),
+            invariants.no_forward_losses(self.net)]
         if not any(e["action"] in ("cheat",) for e in self.scenario.events):
             checks.append(invariants.no_channel_failures(self.net))
         return checks + self._expectations(worth)

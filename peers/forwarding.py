@@ -9,6 +9,7 @@ onion; a check that fails here goes upstream as an error built by us.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from emulator.crypto import sphinx
@@ -16,10 +17,11 @@ from emulator.crypto.failures import FailureCode
 from emulator.errors import LnemuError
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Htlc, Side
+from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
 from peers.onion_payloads import HopPayload, failure_message
 
 MIN_EXPIRY_MARGIN = 3  # blocks we want before an outgoing HTLC's expiry
+HEIGHT_FRESH_S = 0.2  # how long an answer of the chain's height is trusted
 
 
 def _key(cid: bytes, htlc_id: int) -> str:
@@ -34,6 +36,7 @@ class Forwarder:
         self.store = node.store
         self.links: dict[str, dict[str, Any]] = node.store.value("forwards", {})
         self.earned_msat = node.store.value("fees_earned_msat", 0)
+        self._chain_tip, self._height_asked_at = 0, -HEIGHT_FRESH_S
 
     def _save(self) -> None:
         self.store.set_value("forwards", self.links)
@@ -63,13 +66,14 @@ class Forwarder:
 
     async def forward(self, ch: Channel, htlc: Htlc, payload: HopPayload,
                       peeled: sphinx.PeeledOnion) -> None:
-        """Check and pass on an HTLC; on any problem, fail it upstream with the code."""
+        """Check and pass on an HTLC; on any problem, fail it upstream with the code.
+        An HTLC handed on again (after a reconnection or a restart) that we forwarded
+        already waits for its downstream outcome: it is never forwarded twice."""
+        if self.downstream_of(ch, htlc) is not None:
+            return
         out = self.channel_by_scid(payload.short_channel_id) \
             if payload.short_channel_id is not None else None
-        try:  # the chain's height, not our view of it: we may have been paused
-            height = max(self.node.height, await self.node.chain.call("getheight"))
-        except LnemuError:
-            height = self.node.height
+        height = await self._chain_height()
         problem = self._check(htlc, payload, out, height)
         if problem is None:
             problem = await self._offer(ch, htlc, payload, peeled, out)
@@ -78,6 +82,26 @@ class Forwarder:
                                   code=int.from_bytes(problem[:2], "big"))
             await self.node.channels.fail_htlc(ch, htlc,
                                                sphinx.build_error(peeled.shared_secret, problem))
+
+    def downstream_of(self, ch: Channel, htlc: Htlc) -> str | None:
+        """The link of our forward of incoming ``htlc`` on ``ch``, if we made one."""
+        for key, link in self.links.items():
+            if link["in_cid"] == ch.cid and link["in_id"] == htlc.htlc_id and \
+                    link["payment_hash"] == htlc.payment_hash:
+                return key
+        return None
+
+    async def _chain_height(self) -> int:
+        """The chain's height, not only our view of it (we may have been paused while
+        blocks came): asked again once the last answer is older than HEIGHT_FRESH_S."""
+        now = time.monotonic()
+        if now - self._height_asked_at > HEIGHT_FRESH_S:
+            try:
+                self._chain_tip = await self.node.chain.call("getheight")
+                self._height_asked_at = now
+            except LnemuError:
+                pass
+        return max(self.node.height, self._chain_tip)
 
     def _check(self, htlc: Htlc, payload: HopPayload, out: Channel | None,
                height: int) -> bytes | None:
@@ -141,7 +165,15 @@ class Forwarder:
         self.node.events.emit("forward_settled", payment_hash=htlc.payment_hash,
                               fee_msat=link["fee_msat"])
         if up is not None and up[0].state == ChannelState.OPEN:
-            await self.node.channels.fulfill_htlc(up[0], up[1], preimage)
+            try:
+                await self.node.channels.fulfill_htlc(up[0], up[1], preimage)
+            except HtlcLedgerError as exc:  # our loss, not the downstream peer's fault
+                self.node.log.error("forward of %s: upstream HTLC %d on %s not settled: %s",
+                                    htlc.payment_hash.hex()[:16], up[1].htlc_id,
+                                    up[0].cid.hex()[:16], exc)
+                self.node.events.emit("forward_upstream_lost", payment_hash=htlc.payment_hash,
+                                      channel_id=up[0].cid, htlc_id=up[1].htlc_id,
+                                      error=str(exc))
         elif up is not None:
             up[0].preimages[htlc.payment_hash] = preimage  # claimed on chain if need be
             self.node.channels.save(up[0])

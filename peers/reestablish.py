@@ -106,6 +106,8 @@ class Reestablish:
             elif needed:
                 await self._resend_commit(ch, remote_latest)
         await self._resume(ch)
+        self.node.events.emit("channel_reestablished", channel_id=ch.cid, peer=peer_id,
+                              resent_commit=resend_commit, resent_revoke=resend_revoke)
 
     async def _resend_revoke(self, ch: Channel, local_latest: int) -> None:
         await self.manager.send(ch, "revoke_and_ack", {

@@ -240,3 +240,42 @@ def test_rebalance_moves_liquidity_between_two_of_our_channels(network_factory):
     assert out_ch["local_msat"] - after[net.node_id("b")]["local_msat"] == \
         100_000_000 + res["fee_msat"]
     assert worth_conserved(net)
+
+
+def test_reconnect_upstream_does_not_forward_again(network_factory):
+    """A forwarder whose upstream link drops and comes back while its downstream HTLC
+    is still in flight (downstream peer offline) keeps waiting for the downstream
+    outcome: it does not forward the HTLC again, fail it upstream and then lose the
+    settled amount (found by chaos seed 13)."""
+    names = ["a", "b", "c"]
+    net = network_factory(_plans(names, {"a": ["b"], "b": ["c"]}))
+    net.wait_connected()
+    open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
+    _gossip_done(net, names, 2)
+    net.rpc("c").call("dev_hold", hold=True)
+    sent = net.rpc("a").call("keysend", node_id=net.node_id("c"), amount_msat=20_000_000,
+                             wait=False)
+    payment_hash = sent["payment_hash"]
+    wait_for(lambda: any(h["direction"] == "out" for ch in net.rpc("b").call("listchannels")
+                         for h in ch["htlcs"] if ch["peer_id"] == net.node_id("c")),
+             20, what="b forwarded the HTLC to c")
+    net.process("c").stop()  # the downstream peer goes away with the HTLC
+    wait_for(lambda: not any(p["connected"] for p in net.rpc("b").call("listpeers")
+                             if p["node_id"] == net.node_id("c")), 20, what="b sees c gone")
+    reestablished = len(net.sup.collector.events(kind="channel_reestablished", proc="peer b"))
+    net.rpc("a").call("dev_linkfault", node_id=net.node_id("b"), kind="gap")  # a-b drops
+    wait_for(lambda: len(net.sup.collector.events(kind="channel_reestablished",
+                                                  proc="peer b")) > reestablished,
+             20, what="b reestablished its channel with a")
+    # a probe over the same session: once it is through, a has seen whatever b sent
+    # about the first HTLC when the channel came back
+    probe = net.rpc("a").call("keysend", node_id=net.node_id("b"), amount_msat=1_000_000)
+    assert probe["status"] == "succeeded"
+    status = lambda: next(p["status"] for p in net.rpc("a").call("listpayments")  # noqa: E731
+                          if p["payment_hash"] == payment_hash)
+    assert status() == "pending", "b failed the HTLC upstream though c may still settle it"
+    net.restart("c", died_on_purpose=True)  # c comes back (not holding) and settles
+    wait_for(lambda: status() == "succeeded", 30, what="the payment succeeded")
+    assert not net.sup.collector.events(kind="channel_failed")
+    assert not net.sup.collector.events(kind="forward_upstream_lost")
+    worth_conserved(net)
