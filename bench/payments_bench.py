@@ -328,8 +328,8 @@ def latency_phase(net: Network, events: Events, amount_msat: int, count: int
 
 
 def profile_phase(net: Network, peers: list[str], amount_msat: int, count: int,
-                  inflight: int, seconds: int) -> dict[str, Any]:
-    """py-spy on ``peers`` while a 1-hop a->b load runs; their hottest functions."""
+                  inflight: int, seconds: int, dest: str = "b") -> dict[str, Any]:
+    """py-spy on ``peers`` while a load a->dest runs; their hottest functions."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out: dict[str, Any] = {}
     procs = []
@@ -346,7 +346,7 @@ def profile_phase(net: Network, peers: list[str], amount_msat: int, count: int,
     done = 0
     try:
         while time.monotonic() < t_end:
-            pipe.run(net.node_id("b"), amount_msat, count, inflight)
+            pipe.run(net.node_id(dest), amount_msat, count, inflight)
             done += count
     finally:
         pipe.close()
@@ -420,7 +420,7 @@ def print_table(r: dict[str, Any]) -> None:
               f"(most: {', '.join(f'{k} {v}' for k, v in top)})")
     prof = r.get("profile")
     for peer, p in (prof or {}).get("peers", {}).items():
-        print(f"\nprofile of peer {peer} under 1-hop load ({p['samples']} samples, busy "
+        print(f"\nprofile of peer {peer} under load ({p['samples']} samples, busy "
               f"~{100 * p['busy_share']:.0f}% of {prof['seconds']} s; raw {p['raw']})")
         print("  self time:")
         for f, pct in p["self"][:15]:
@@ -444,6 +444,8 @@ def main() -> None:
     parser.add_argument("--profile", metavar="PEERS", default=None,
                         help="also py-spy these peers (e.g. a,b) during an extra 1-hop load")
     parser.add_argument("--profile-seconds", type=int, default=10)
+    parser.add_argument("--profile-dest", default="b", choices=PEERS[1:],
+                        help="the payee during profiling: b (1 hop, default) or d (3 hops)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args()
     # every phase has its own channels: stay well inside a channel's capacity
@@ -492,10 +494,11 @@ def main() -> None:
         print(f"  p50 {result['latency_3hop']['latency_ms']['p50']} ms", flush=True)
         if args.profile:
             peers = args.profile.split(",")
-            print(f"profiling {', '.join(peers)} for {args.profile_seconds} s under 1-hop "
-                  "load ...", flush=True)
+            print(f"profiling {', '.join(peers)} for {args.profile_seconds} s under a "
+                  f"load a->{args.profile_dest} ...", flush=True)
             result["profile"] = phase("profile", lambda net: profile_phase(
-                net, peers, amount_msat, 500, args.inflight, args.profile_seconds))
+                net, peers, amount_msat, 500, args.inflight, args.profile_seconds,
+                args.profile_dest))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

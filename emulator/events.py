@@ -2,10 +2,12 @@
 
 Sending never blocks: events go out on a PUSH socket with non-blocking sends and a
 deep queue, so none is lost while the collector is up; with no collector configured
-they go to the process's own log only.
+they go to the process's own log only. Inside an event loop, the events of one loop
+iteration leave together as one multipart message (one send instead of many).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -24,24 +26,46 @@ class EventEmitter:
         self.log = log
         self.sock = transport.pusher(ctx, endpoint) if endpoint else None
         self.dropped = 0
+        self._pending: list[bytes] = []
 
     def emit(self, kind: str, /, **data: Any) -> None:
         """Report one event; never blocks and never raises."""
-        self.log.info("event %s %s", kind, _short(data))
-        if self.sock is None:
+        if self.sock is None:  # no collector: the log is the only record
+            self.log.info("event %s %s", kind, _short(data))
             return
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("event %s %s", kind, _short(data))
         try:
-            self.sock.send(envelope.pack_event(time.time(), self.proc, kind, data),
-                           flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            self.log.warning("event %s not sent: collector queue full", kind)
+            frame = envelope.pack_event(time.time(), self.proc, kind, data)
         except Exception as exc:  # an event must never take the process down
             self.log.warning("event %s not sent: %s", kind, exc)
+            return
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop here (the runner's nemesis): send now
+                self._pending.append(frame)
+                self.flush()
+                return
+        self._pending.append(frame)
+
+    def flush(self) -> None:
+        """Send the events emitted since the last flush, as one message."""
+        frames, self._pending = self._pending, []
+        if not frames or self.sock is None:
+            return
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += len(frames)
+            self.log.warning("%d events not sent: collector queue full", len(frames))
+        except Exception as exc:  # an event must never take the process down
+            self.log.warning("%d events not sent: %s", len(frames), exc)
 
     def close(self, linger_ms: int = 2000) -> None:
         """Close, giving queued events a bounded time to reach the collector."""
         if self.sock is not None:
+            self.flush()
             self.sock.close(linger=linger_ms)
 
 

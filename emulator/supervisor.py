@@ -352,14 +352,15 @@ class EventCollector:
         lines = []
         for _ in range(limit):
             try:
-                data = sock.recv(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)  # a process's events, batched
             except zmq.Again:
                 break
-            event = self._decode(data)
-            if event is not None:
-                lines.append(json.dumps(event))
-                with self._lock:
-                    self._recent.append(event)
+            for data in frames:
+                event = self._decode(data)
+                if event is not None:
+                    lines.append(json.dumps(event))
+                    with self._lock:
+                        self._recent.append(event)
         if lines:
             out.write("\n".join(lines) + "\n")
             out.flush()

@@ -108,6 +108,9 @@ class Channel:
     last_sent: str = ""  # "commit" or "revoke": which went out last (for retransmission)
     sent_fails: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     sm: StateMachine = field(default_factory=StateMachine)
+    # derived, not stored: commitment keys and our points by commitment (each commitment
+    # is built several times: to sign, to check, to retransmit)
+    _derived: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # --- identities and keys ------------------------------------------------------
     @property
@@ -136,7 +139,16 @@ class Channel:
                                            shachain.index_for_commitment(ctn))
 
     def local_point(self, ctn: int) -> bytes:
-        return bolt3_keys.per_commitment_point(self.local_secret(ctn))
+        return self._cached(("point", ctn), lambda: bolt3_keys.per_commitment_point(
+            self.local_secret(ctn)))
+
+    def _cached(self, key: tuple, make: Any) -> Any:
+        found = self._derived.get(key)
+        if found is None:
+            if len(self._derived) >= 32:  # only recent commitments are built again
+                self._derived.clear()
+            found = self._derived[key] = make()
+        return found
 
     def start_ledger(self) -> None:
         """Create the HTLC ledger once both sides agreed on the opening balances."""
@@ -152,7 +164,8 @@ class Channel:
         holder, counter = (self.local, self.remote) if subject == Side.LOCAL else \
             (self.remote, self.local)
         point = self.local_point(ctn) if subject == Side.LOCAL else self.remote_points[ctn]
-        ckeys = cm.commitment_keys(point, holder.basepoints, counter.basepoints)
+        ckeys = self._cached(("keys", subject, point), lambda: cm.commitment_keys(
+            point, holder.basepoints, counter.basepoints))
         htlcs = tuple(cm.HtlcView(h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry,
                                   offered=(offerer == subject))
                       for offerer, h in self.ledger.htlcs(subject, ctn))

@@ -44,6 +44,7 @@ class ChannelManager:
         self.on_htlc_fulfilled: Callable[[Channel, Htlc, bytes], Awaitable[None]] | None = None
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
         self._commit_scheduled: set[bytes] = set()
+        self._rekeyed: set[bytes] = set()  # channels whose temporary-id record is gone
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
         self.synced: set[bytes] = set()  # channels reestablished in the current session
         self.withhold_revoke = False  # dev/chaos: a byzantine peer that never revokes
@@ -64,9 +65,11 @@ class ChannelManager:
         changed, dropped = ch.ledger.take_changes() if ch.ledger else ([], [])
         try:
             with self.store.transaction():
-                if ch.channel_id and ch.temp_id != ch.channel_id:
+                if ch.channel_id and ch.temp_id != ch.channel_id and \
+                        ch.channel_id not in self._rekeyed:
                     self.store.db.execute("DELETE FROM channels WHERE cid = ?", (ch.temp_id,))
                     self.store.rekey_htlcs(ch.temp_id, ch.channel_id)
+                    self._rekeyed.add(ch.channel_id)
                 self.store.put("channels", ch.cid, channel_to_wire(ch, htlcs=False))
                 self.store.write_htlcs(ch.cid, changed, dropped)
         except BaseException:
@@ -136,29 +139,34 @@ class ChannelManager:
         asyncio.get_running_loop().call_soon(
             lambda: self.node.spawn(self._commit(ch), "commit"))
 
-    async def _commit(self, ch: Channel) -> None:
-        self._commit_scheduled.discard(ch.cid)
-        if ch.state in CLOSED_STATES:
-            return
-        if ch.state not in (ChannelState.OPEN, ChannelState.SHUTDOWN, ChannelState.NEGOTIATING):
-            return
-        if ch.ledger.awaiting_revoke() or not ch.ledger.has_changes_to_sign(Side.REMOTE):
-            return
-        if not self.node.links.is_connected(ch.peer_id):
-            return  # channel_reestablish will pick it up
+    def _can_commit(self, ch: Channel) -> bool:
+        """Is a commitment_signed due now: updates to sign, the last one answered?"""
+        return ch.state in (ChannelState.OPEN, ChannelState.SHUTDOWN,
+                            ChannelState.NEGOTIATING) \
+            and not ch.ledger.awaiting_revoke() \
+            and ch.ledger.has_changes_to_sign(Side.REMOTE) \
+            and self.node.links.is_connected(ch.peer_id)  # else channel_reestablish will
+
+    def _sign_commit(self, ch: Channel) -> dict[str, Any]:
+        """Sign the remote's next commitment; the caller persists, then sends the body."""
         ctn = ch.ledger.send_commit()
         sig, htlc_sigs = ch.sign_remote(ctn)
         ch.last_sent = "commit"
-        if self.planted_bug == "sign_before_persist":  # dev: the ordering bug, on purpose
-            await self.send(ch, "commitment_signed", {
-                "channel_id": ch.cid, "signature": sig, "htlc_signatures": htlc_sigs})
-            await asyncio.sleep(0.5)  # "persist later": the window a crash falls into
-        self.save(ch)  # never sign two states with one number: persist the commitment first
         self.events.emit("commitment_signed", channel_id=ch.cid, ctn=ctn,
                          htlcs=len(htlc_sigs), side="remote")
+        return {"channel_id": ch.cid, "signature": sig, "htlc_signatures": htlc_sigs}
+
+    async def _commit(self, ch: Channel) -> None:
+        self._commit_scheduled.discard(ch.cid)
+        if not self._can_commit(ch):
+            return
+        body = self._sign_commit(ch)
+        if self.planted_bug == "sign_before_persist":  # dev: the ordering bug, on purpose
+            await self.send(ch, "commitment_signed", body)
+            await asyncio.sleep(0.5)  # "persist later": the window a crash falls into
+        self.save(ch)  # never sign two states with one number: persist the commitment first
         if self.planted_bug != "sign_before_persist":
-            await self.send(ch, "commitment_signed", {"channel_id": ch.cid, "signature": sig,
-                                                       "htlc_signatures": htlc_sigs})
+            await self.send(ch, "commitment_signed", body)
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -269,14 +277,20 @@ class ChannelManager:
         secret = ch.local_secret(ctn - 1)
         ch.ledger.send_revoke()
         ch.last_sent = "revoke"
-        self.save(ch)  # persist before revoking: the old state is dead from here on
         self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
+        # our own commitment_signed, if due, goes right after the revocation under the
+        # same write (one transaction, no extra turn of the loop)
+        commit = self._sign_commit(ch) if not self.withhold_revoke and \
+            not self.planted_bug and self._can_commit(ch) else None
+        self.save(ch)  # persist before revoking: the old state is dead from here on
         self.node.receiver.check_settled(ch)
         if self.withhold_revoke:
             return
         await self.send(ch, "revoke_and_ack", {
             "channel_id": ch.cid, "per_commitment_secret": secret,
             "next_per_commitment_point": ch.local_point(ctn + 1)})
+        if commit is not None:
+            await self.send(ch, "commitment_signed", commit)
         self.schedule_commit(ch)
 
     async def on_revoke_and_ack(self, ch: Channel, body: dict[str, Any]) -> None:

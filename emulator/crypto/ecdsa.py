@@ -54,6 +54,13 @@ def _der_to_compact(der: bytes) -> bytes:
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
+@lru_cache(maxsize=1024)
+def _private_key(privkey: bytes) -> PrivateKey:
+    # PrivateKey() derives two public keys on creation: keep the keys we sign with often
+    # (the funding key every commitment, one HTLC key for all HTLCs of a commitment)
+    return PrivateKey(privkey)
+
+
 def sign(privkey: bytes, msg32: bytes) -> bytes:
     """ECDSA-sign a 32-byte digest; returns a 64-byte compact low-S signature (r || s)."""
     if not isinstance(msg32, bytes) or len(msg32) != 32:
@@ -61,7 +68,7 @@ def sign(privkey: bytes, msg32: bytes) -> bytes:
     if not isinstance(privkey, bytes) or len(privkey) != 32:
         raise SigningError("private key must be 32 bytes")
     try:
-        der = PrivateKey(privkey).sign(msg32, hasher=None)  # RFC 6979 nonce, always low-S
+        der = _private_key(privkey).sign(msg32, hasher=None)  # RFC 6979 nonce, always low-S
     except (TypeError, ValueError) as exc:
         raise SigningError(f"cannot sign with this private key: {exc}") from exc
     return _der_to_compact(der)
