@@ -37,15 +37,19 @@ class PeerPlan:
 
 
 class Network:
-    """Starts, queries and stops the processes of one run."""
+    """Starts, queries and stops the processes of one run.
+
+    Processes are forked by a fork server (lnemu's modules imported once, their pages
+    shared) unless ``forkserver=False``: then each is a fresh ``python -m``.
+    """
 
     def __init__(self, run_dir: str | Path, seed: int = 1, block_interval: float = 0.0,
-                 timers: str = "test") -> None:
+                 timers: str = "test", forkserver: bool = True) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.seed = seed
         self.block_interval = block_interval
         self.timers = timers
-        self.sup = Supervisor(self.run_dir)
+        self.sup = Supervisor(self.run_dir, forkserver=forkserver)
         self.plans: dict[str, PeerPlan] = {}
         self._clients: dict[str, RpcClient] = {}
         self.supply_sat = 0

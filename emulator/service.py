@@ -24,6 +24,7 @@ import zmq.asyncio
 from emulator import envelope, transport
 from emulator.errors import BadRequest, LnemuError
 from emulator.events import EventEmitter
+from emulator.supervisor import pid_alive
 
 PARENT_CHECK_SECONDS = 2.0
 
@@ -52,7 +53,8 @@ class Service:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.control_endpoint = control_endpoint
-        self.parent_pid = parent_pid
+        self.parent_pid = parent_pid  # the supervisor's pid
+        self.start_ppid = os.getppid()  # the supervisor, or the fork server that forked us
         self.ctx = zmq.asyncio.Context()
         self.events = EventEmitter(self.ctx, events_endpoint, self.label, self.log)
         self.stopping = asyncio.Event()
@@ -94,7 +96,7 @@ class Service:
         self.control = transport.router(self.ctx, self.control_endpoint)
         await self.setup()
         self.spawn(self._serve_control(), "control")
-        if self.parent_pid:
+        if self.parent_pid:  # started by a supervisor: end with it
             self.spawn(self._watch_parent(), "parent-watchdog")
         self._write_ready()
         self.events.emit("started", pid=os.getpid())
@@ -116,11 +118,17 @@ class Service:
         tmp.replace(self.data_dir / "ready")
 
     async def _watch_parent(self) -> None:
-        # Backs up PR_SET_PDEATHSIG: if our parent died we were re-parented.
+        # Backs up PR_SET_PDEATHSIG. Our parent is the supervisor or, when forked by
+        # the fork server, the server: if it died we were re-parented. The supervisor
+        # may also die while a fork server (our parent) lingers.
         while True:
             await asyncio.sleep(PARENT_CHECK_SECONDS)
-            if os.getppid() != self.parent_pid:
-                self.log.warning("parent %s is gone; stopping", self.parent_pid)
+            if os.getppid() != self.start_ppid:
+                self.log.warning("parent %s is gone; stopping", self.start_ppid)
+                self.stopping.set()
+                return
+            if self.parent_pid and not pid_alive(self.parent_pid):
+                self.log.warning("supervisor %s is gone; stopping", self.parent_pid)
                 self.stopping.set()
                 return
 

@@ -10,6 +10,11 @@ and, on Linux, is killed by the kernel when the supervisor dies
 The :class:`Supervisor` holds the processes of one run directory and an
 :class:`EventCollector` (the PULL end of the events socket) that writes
 ``events.jsonl``. :func:`daemonize` detaches a supervisor for ``lnemu up``.
+
+With ``Supervisor(..., forkserver=True)``, processes started as
+``sys.executable -m MODULE ...`` are forked by an
+:class:`~emulator.forkserver.ForkServer` (modules imported once, pages shared)
+instead of being executed afresh; everything else about them stays the same.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -36,11 +41,15 @@ from emulator import envelope, transport
 from emulator.errors import LnemuError
 from emulator.waiting import WaitTimeout, wait_for
 
+if TYPE_CHECKING:  # emulator.forkserver imports this module
+    from emulator.forkserver import ForkedChild, ForkServer
+
 log = logging.getLogger("supervisor")
 
 READY_FILE = "ready"
 LOG_FILE = "process.log"
 EVENTS_FILE = "events.jsonl"
+FORK_SERVER_LOG = "forkserver.log"
 KILL_WAIT_SECONDS = 5.0  # after SIGKILL a process is gone unless stuck in the kernel
 TAIL_BYTES = 64 * 1024
 
@@ -114,10 +123,15 @@ def _die_with_parent(parent_pid: int) -> None:
 # --- one process ----------------------------------------------------------------
 
 class ManagedProcess:
-    """One OS process in its own process group, with a data directory and a log."""
+    """One OS process in its own process group, with a data directory and a log.
+
+    Given a ``forkserver``, a ``sys.executable -m MODULE ...`` command is forked by it
+    rather than executed; the process behaves the same either way.
+    """
 
     def __init__(self, name: str, argv: list[str], data_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 forkserver: ForkServer | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.data_dir = Path(data_dir)
@@ -126,7 +140,8 @@ class ManagedProcess:
         self.ready_path = self.data_dir / READY_FILE
         self.expected_exit = False  # set when we stopped or killed it on purpose
         self.start_seq = 0  # order of the last start() among all processes
-        self._popen: subprocess.Popen | None = None
+        self.forkserver = forkserver
+        self._popen: subprocess.Popen | ForkedChild | None = None
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid} {describe_exit(self.returncode)}>"
@@ -159,18 +174,28 @@ class ManagedProcess:
         self.ready_path.unlink(missing_ok=True)  # a stale ready file would lie
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         parent_pid = os.getpid()
+        forked = self.forkserver is not None and self._runs_a_module()
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"--- lnemu: starting {self.name} at "
                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {self.argv}\n".encode())
             log_file.flush()
-            self._popen = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                preexec_fn=lambda: _die_with_parent(parent_pid),
-            )
+            if forked:
+                self._popen = self.forkserver.spawn(self.argv[2], self.argv[3:], env,
+                                                    self.log_path)
+            else:
+                self._popen = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                    preexec_fn=lambda: _die_with_parent(parent_pid),
+                )
         self.expected_exit = False
         self.start_seq = next(_start_sequence)
-        log.info("[%s] started, pid %d", self.name, self._popen.pid)
+        log.info("[%s] started, pid %d%s", self.name, self._popen.pid,
+                 " (forked)" if forked else "")
+
+    def _runs_a_module(self) -> bool:
+        """True for ``sys.executable -m MODULE ...``: what a fork server can start."""
+        return len(self.argv) > 2 and self.argv[:2] == [sys.executable, "-m"]
 
     def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
         """Wait for the ready file and return its JSON; raise ProcessDied if it exited."""
@@ -252,7 +277,7 @@ class ManagedProcess:
         lines = data.decode("utf-8", errors="replace").splitlines()
         return "\n".join(lines[-n:]) if n > 0 else ""
 
-    def _require_started(self) -> subprocess.Popen:
+    def _require_started(self) -> subprocess.Popen | ForkedChild:
         if self._popen is None:
             raise LnemuError(f"[{self.name}] was never started", code="not_started")
         return self._popen
@@ -266,7 +291,7 @@ class ManagedProcess:
         except ProcessLookupError:
             pass  # the whole group is gone already
 
-    def _wait_killed(self, popen: subprocess.Popen) -> None:
+    def _wait_killed(self, popen: subprocess.Popen | ForkedChild) -> None:
         try:
             popen.wait(KILL_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -388,7 +413,9 @@ class EventCollector:
 class Supervisor:
     """The processes of one run directory, plus the event collector they report to."""
 
-    def __init__(self, run_dir: Path, keep_events: int = 10_000) -> None:
+    def __init__(self, run_dir: Path, keep_events: int = 10_000,
+                 forkserver: bool = False) -> None:
+        """``forkserver``: fork ``python -m`` processes from one preloaded server."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, ManagedProcess] = {}
@@ -396,12 +423,26 @@ class Supervisor:
         self.events_endpoint = transport.ipc_endpoint(self.socket_dir, "events")
         self.collector = EventCollector(self.events_endpoint, self.run_dir / EVENTS_FILE,
                                         keep=keep_events)
+        self.forkserver: ForkServer | None = None
         self._closed = False
         try:
+            if forkserver:  # before the collector's thread: fork no threads
+                self.forkserver = self._start_forkserver()
             self.collector.start()
         except BaseException:
+            if self.forkserver is not None:
+                self.forkserver.close()
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             raise
+
+    def _start_forkserver(self) -> ForkServer:
+        from emulator.forkserver import ForkServer  # it imports this module
+
+        server = ForkServer(status_dir=self.socket_dir / "forkserver",
+                            log_path=self.run_dir / FORK_SERVER_LOG)
+        server.start()
+        log.info("fork server started, pid %d", server.pid)
+        return server
 
     def __enter__(self) -> Supervisor:
         return self
@@ -418,7 +459,7 @@ class Supervisor:
         """Register a process whose data directory is ``run_dir/name``; not started yet."""
         if name in self.processes:
             raise LnemuError(f"a process named {name!r} exists already", code="duplicate")
-        proc = ManagedProcess(name, argv, self.run_dir / name, env)
+        proc = ManagedProcess(name, argv, self.run_dir / name, env, self.forkserver)
         self.processes[name] = proc
         return proc
 
@@ -452,16 +493,21 @@ class Supervisor:
                 if p.pid is not None and not p.running and not p.expected_exit]
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
-        """Stop every process, then the collector, and remove the socket directory."""
+        """Stop every process, then the fork server and the collector, and remove the
+        socket directory."""
         try:
             return self.stop_all(timeout)
         finally:
             if not self._closed:
                 self._closed = True
                 try:
-                    self.collector.stop()
+                    if self.forkserver is not None:
+                        self.forkserver.close(timeout)
                 finally:
-                    shutil.rmtree(self.socket_dir, ignore_errors=True)
+                    try:
+                        self.collector.stop()
+                    finally:
+                        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def install_signal_handlers(supervisor: Supervisor) -> None:

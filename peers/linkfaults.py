@@ -56,6 +56,7 @@ class LinkFaults:
 
     def __init__(self) -> None:
         self.faults: dict[bytes, Fault] = {}
+        self._drainers: set[asyncio.Task] = set()  # held here: the loop keeps weak refs only
 
     def set(self, peer: bytes, seed: int = 0, delay_ms: float = 0, jitter_ms: float = 0,
             loss: float = 0, duplicate: float = 0, reorder: float = 0,
@@ -116,7 +117,9 @@ class LinkFaults:
         fault.last_due = max(due, fault.last_due)  # order is kept: never before the last
         if fault.queue is None:
             fault.queue = asyncio.Queue()
-            asyncio.create_task(self._drain(fault.queue, send))
+            task = asyncio.create_task(self._drain(fault.queue, send))
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         fault.count("delayed")
         await fault.queue.put((fault.last_due, data))
 

@@ -41,10 +41,11 @@ def lnemu(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def _children(pid: int) -> list[int]:
+def _descendants(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True)
-    return [int(x) for x in out.stdout.split()]
+    children = [int(x) for x in out.stdout.split()]
+    return children + [d for child in children for d in _descendants(child)]
 
 
 def test_up_pay_status_down(tmp_path):
@@ -55,8 +56,8 @@ def test_up_pay_status_down(tmp_path):
     try:
         assert up.returncode == 0, up.stderr
         pid = int((run_dir / "supervisor.pid").read_text())
-        children = _children(pid)
-        assert len(children) == 4  # chain and three peers
+        children = _descendants(pid)
+        assert len(children) == 5  # the fork server, and the chain and three peers it forked
         inv = lnemu(tmp_path, "invoice", "create", "carol", "25000000", "--json",
                     "--dir", str(run_dir))
         assert inv.returncode == 0, inv.stderr
