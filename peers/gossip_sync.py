@@ -8,6 +8,10 @@ updates follow the newer-wins rule. Flooding is batched (a flush every
 ``gossip_flush`` seconds), and a peer that (re)connects asks for everything newer
 than what it has (``gossip_timestamp_filter``). Private channels stay out of the
 flood; their updates go to the channel's peer only, for invoice route hints.
+
+Received gossip is checked by one worker task, in arrival order, off the link's read
+path: a peer busy checking thousands of announcements against the chain still
+answers pings and channel messages at once.
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ from peers.graph import Graph
 from peers.opening import CHAIN_HASH
 
 FLUSH_SECONDS = 0.1
+PERSIST_SECONDS = 5.0  # the graph is written at most this often (gossip re-syncs the rest)
 MAX_PENDING = 1000
+MAX_INBOX = 50_000  # received gossip not checked yet; beyond this it is dropped (re-synced)
 RGB = b"\x33\x99\xff"
 
 
@@ -38,34 +44,94 @@ class GossipSync:
         stored = node.store.value("graph")
         self.graph = Graph.from_wire(stored) if stored else Graph()
         self.outpoints: dict[int, list] = dict(node.store.value("graph_outpoints", {}))
-        self.queue: list[tuple[str, dict[str, Any], bytes | None]] = []
+        # what to flood at the next flush, each with the peers that sent it to us (they
+        # have it: a copy arriving from another neighbour before the flush adds it)
+        self.queue: list[tuple[str, dict[str, Any], set[bytes]]] = []
+        self._queued: dict[tuple, set[bytes]] = {}
         self.pending: list[dict[str, Any]] = []  # updates for channels not announced yet
         self.last_timestamp = 0
         self._dirty = False
+        self._persisted_at = 0.0
+        self._wanted = asyncio.Event()  # something to flood or to persist
+        self._persist_timer: asyncio.TimerHandle | None = None
+        self._node_announced = False
+        self.held_nodes: dict[bytes, dict[str, Any]] = {}  # node_announcements before a channel
         self.early: dict[bytes, dict[str, Any]] = {}  # announcement_signatures before OPEN
+        self.inbox: asyncio.Queue[tuple[bytes, str, dict[str, Any]]] = asyncio.Queue()
+        self.dropped = 0
+        self._blocks: dict[int, list[bytes]] = {}  # txids by height, until the next block
 
     def _timestamp(self) -> int:
         self.last_timestamp = max(self.last_timestamp + 1, int(time.time()))
         return self.last_timestamp
 
     async def run(self) -> None:
-        """Flush queued gossip in batches; persist the graph when it changed."""
+        """Flush queued gossip in batches (what comes within FLUSH_SECONDS of the first
+        message goes out together); idle, it sleeps until there is something to send."""
         while True:
+            await self._wanted.wait()
             await asyncio.sleep(FLUSH_SECONDS)
+            self._wanted.clear()
             await self.flush()
+            if self._dirty and self._persist_timer is None:  # written once it is due
+                due = self._persisted_at + PERSIST_SECONDS - time.monotonic()
+                self._persist_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, due), self._persist_due)
+
+    def _persist_due(self) -> None:
+        self._persist_timer = None
+        self._wanted.set()
+
+    def _changed(self) -> None:
+        """The graph changed: persist it within PERSIST_SECONDS."""
+        self._dirty = True
+        self._wanted.set()
+
+    async def check_received(self) -> None:
+        """The worker: check and apply received gossip, one message at a time."""
+        while True:
+            peer_id, type_name, body = await self.inbox.get()
+            try:
+                await self.on_message(peer_id, type_name, body)
+            except Exception as exc:  # e.g. the chain did not answer: drop this one only
+                self.node.log.warning("gossip %s from %s not checked: %r", type_name,
+                                      peer_id.hex()[:16], exc)
+                self.node.events.emit("gossip_refused", peer=peer_id, type=type_name,
+                                      code=getattr(exc, "code", "error"))
+
+    def receive(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
+        """A gossip message from a peer: queued for the worker (never blocks the link)."""
+        if self.inbox.qsize() >= MAX_INBOX:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                self.node.log.warning("gossip inbox full: %d messages dropped so far",
+                                      self.dropped)
+            return
+        self.inbox.put_nowait((peer_id, type_name, body))
 
     async def flush(self) -> None:
         batch, self.queue = self.queue, []
+        self._queued = {}
         for peer_id, link in list(self.node.links.links.items()):
             if not link.connected:
                 continue
-            for type_name, body, origin in batch:
-                if origin != peer_id:
+            for type_name, body, senders in batch:
+                if peer_id not in senders:
                     await self._send(peer_id, type_name, body)
+        if self._dirty and time.monotonic() - self._persisted_at >= PERSIST_SECONDS:
+            self.persist()
+
+    def close(self) -> None:
+        """Stopping: write the graph if it changed since the last write."""
         if self._dirty:
-            self._dirty = False
-            self.node.store.set_value("graph", self.graph.to_wire())
-            self.node.store.set_value("graph_outpoints", self.outpoints)
+            self.persist()
+
+    def persist(self) -> None:
+        """Write the graph (what changed since is gossiped to us again after a restart)."""
+        self._dirty = False
+        self._persisted_at = time.monotonic()
+        self.node.store.set_value("graph", self.graph.to_wire())
+        self.node.store.set_value("graph_outpoints", self.outpoints)
 
     async def _send(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
         try:
@@ -74,8 +140,16 @@ class GossipSync:
             pass
 
     def _flood(self, type_name: str, body: dict[str, Any], origin: bytes | None) -> None:
-        self.queue.append((type_name, body, origin))
-        self._dirty = True
+        senders = {origin} if origin else set()
+        self._queued[_flood_key(type_name, body)] = senders
+        self.queue.append((type_name, body, senders))
+        self._changed()
+
+    def _also_from(self, type_name: str, body: dict[str, Any], peer_id: bytes) -> None:
+        """Another copy of a message we are about to flood: its sender has it already."""
+        senders = self._queued.get(_flood_key(type_name, body))
+        if senders is not None:
+            senders.add(peer_id)
 
     # --- our own channels --------------------------------------------------------
     def our_update(self, ch: Channel, disabled: bool = False) -> dict[str, Any]:
@@ -94,7 +168,7 @@ class GossipSync:
                                                ch.funding_outpoint.vout]
         update = self.our_update(ch)
         self.graph.apply_update(update)
-        self._dirty = True
+        self._changed()
         await self._retry_pending(ch.short_channel_id)  # the peer's update may be here already
         if ch.announce:
             await self._send_announcement_signatures(ch)
@@ -136,7 +210,9 @@ class GossipSync:
         update = self.our_update(ch)
         self.graph.apply_update(update)
         self._flood("channel_update", update, None)
-        self._flood("node_announcement", self._node_announcement(), None)
+        if not self._node_announced:  # it does not change with each new channel
+            self._node_announced = True
+            self._flood("node_announcement", self._node_announcement(), None)
 
     def _node_announcement(self) -> dict[str, Any]:
         body = gossip.make_node_announcement(self.node.node_secret, self._timestamp(),
@@ -161,6 +237,8 @@ class GossipSync:
     async def on_message(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
         try:
             await getattr(self, f"_on_{type_name}")(peer_id, body)
+        except gossip.StaleUpdate as exc:  # old news: flooding delivers many copies
+            self.node.log.debug("gossip %s from %s: %s", type_name, peer_id.hex()[:16], exc)
         except gossip.GossipError as exc:
             self.node.log.info("gossip %s from %s refused: %s", type_name,
                                peer_id.hex()[:16], exc)
@@ -170,6 +248,7 @@ class GossipSync:
     async def _on_channel_announcement(self, peer_id: bytes, body: dict[str, Any]) -> None:
         scid = body["short_channel_id"]
         if self.graph.channel(scid) is not None and not self.graph.channel(scid).private:
+            self._also_from("channel_announcement", body, peer_id)
             return
         gossip.verify_channel_announcement(body)
         capacity, outpoint = await self._funding_output(body)
@@ -184,8 +263,11 @@ class GossipSync:
         scid = body["short_channel_id"]
         height, index, vout = scid >> 40, (scid >> 16) & 0xFFFFFF, scid & 0xFFFF
         try:
-            block = await self.node.chain.call("getblock", height=height)
-            txid = block["txids"][index]
+            txids = self._blocks.get(height)
+            if txids is None:  # every announcement of a block asks for the same one
+                txids = (await self.node.chain.call("getblock", height=height))["txids"]
+                self._blocks[height] = txids
+            txid = txids[index]
             coin = await self.node.chain.call("getutxo", txid=txid, vout=vout)
         except (RpcError, IndexError):
             coin = None
@@ -206,17 +288,31 @@ class GossipSync:
             channel = self.graph.channel(body["short_channel_id"])
             if not channel.private:
                 self._flood("channel_update", body, peer_id)
-            self._dirty = True
+            self._changed()
+        else:
+            self._also_from("channel_update", body, peer_id)
 
     async def _retry_pending(self, scid: int) -> None:
         held = [b for b in self.pending if b["short_channel_id"] == scid]
         self.pending = [b for b in self.pending if b["short_channel_id"] != scid]
         for body in held:
             await self.on_message(b"", "channel_update", body)
+        channel = self.graph.channel(scid)
+        for node_id in (channel.node_1, channel.node_2) if channel else ():
+            if node_id in self.held_nodes:
+                await self.on_message(b"", "node_announcement", self.held_nodes.pop(node_id))
 
     async def _on_node_announcement(self, peer_id: bytes, body: dict[str, Any]) -> None:
-        if self.graph.apply_node_announcement(body):
+        try:
+            changed = self.graph.apply_node_announcement(body)
+        except gossip.UnknownNode:  # it overtook its node's first channel: hold it
+            if len(self.held_nodes) < MAX_PENDING:
+                self.held_nodes[body["node_id"]] = body
+            return
+        if changed:
             self._flood("node_announcement", body, peer_id)
+        else:
+            self._also_from("node_announcement", body, peer_id)
 
     async def _on_gossip_timestamp_filter(self, peer_id: bytes, body: dict[str, Any]) -> None:
         for type_name, message in self.graph.messages_since(body["first_timestamp"]):
@@ -229,9 +325,20 @@ class GossipSync:
 
     def on_block(self, txs: list[Tx]) -> None:
         """Forget channels whose funding output was spent."""
+        self._blocks.clear()  # a reorg may have changed a block we looked at
         spent = {(i.txid, i.vout) for tx in txs for i in tx.inputs}
         for scid, (txid, vout) in list(self.outpoints.items()):
             if (txid, vout) in spent:
                 self.graph.remove_channel(scid)
                 del self.outpoints[scid]
-                self._dirty = True
+                self._changed()
+
+
+def _flood_key(type_name: str, body: dict[str, Any]) -> tuple:
+    """What identifies one gossip message among the copies flooding delivers."""
+    if type_name == "channel_announcement":
+        return type_name, body["short_channel_id"]
+    if type_name == "channel_update":
+        return (type_name, body["short_channel_id"], gossip.update_direction(body),
+                body["timestamp"])
+    return type_name, body["node_id"], body["timestamp"]

@@ -353,6 +353,13 @@ class Graph:
         for body in item["updates"]:
             self.apply_update(body)
 
+    def counts(self) -> dict[str, int]:
+        """How much of the network we know: nodes, public channels, and public channels
+        with both directions' policies (routable both ways)."""
+        public = [c for c in self._channels.values() if not c.private]
+        return {"nodes": len(self._node_channels), "channels": len(public),
+                "complete_channels": sum(1 for c in public if len(c.policies) == 2)}
+
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly view for ``listgraph``: nodes with aliases, channels with policies."""
         nodes = [{

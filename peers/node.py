@@ -120,6 +120,7 @@ class PeerService(ChannelVerbs, Service):
         await self.follower.catch_up()
         self.spawn(self.follower.run(), "chain-follower")
         self.spawn(self.gossip.run(), "gossip")
+        self.spawn(self.gossip.check_received(), "gossip-check")
         for target in self.config.connect:
             await self.links.connect(pubkey_arg(target["node_id"], "node_id"),
                                      target["endpoint"])
@@ -135,6 +136,7 @@ class PeerService(ChannelVerbs, Service):
                 await self.links.connect(ch.peer_id, address)
 
     async def teardown(self) -> None:
+        self.gossip.close()
         if self.links:
             await self.links.close()
         if self.follower:
@@ -207,7 +209,7 @@ class PeerService(ChannelVerbs, Service):
     async def on_message(self, node_id: bytes, env: Envelope) -> None:
         """Dispatch a Lightning message; protocol errors never take the process down."""
         if env.type in GOSSIP_MESSAGES:
-            await self.gossip.on_message(node_id, env.type, env.body)
+            self.gossip.receive(node_id, env.type, env.body)
             return
         if env.type in CHANNEL_MESSAGES:
             if env.type == "channel_reestablish":
@@ -225,7 +227,8 @@ class PeerService(ChannelVerbs, Service):
 
     # --- verbs --------------------------------------------------------------------------
     async def rpc_getinfo(self) -> dict[str, Any]:
-        """Node id, alias, block height, peers, channels and wallet balance."""
+        """Node id, alias, block height, peers, channels, what we know of the graph, and
+        wallet balance."""
         connected = [link for link in self.links.links.values() if link.connected]
         states: dict[str, int] = {}
         for ch in self.channels.channels.values():
@@ -234,6 +237,7 @@ class PeerService(ChannelVerbs, Service):
                 "name": self.name, "blockheight": self.height, "num_peers": len(connected),
                 "p2p": self.config.p2p, "wallet_key": self.wallet.key(0), "channels": states,
                 "fees_earned_msat": self.forwarder.earned_msat,
+                "graph": self.gossip.graph.counts(), "gossip_backlog": self.gossip.inbox.qsize(),
                 **self.wallet.balance()}
 
     async def rpc_newaddress(self) -> bytes:
