@@ -60,6 +60,7 @@ class GossipSync:
         self.inbox: asyncio.Queue[tuple[bytes, str, dict[str, Any]]] = asyncio.Queue()
         self.dropped = 0
         self._blocks: dict[int, list[bytes]] = {}  # txids by height, until the next block
+        self._fundings: dict[int, tuple] = {}  # scid -> (txid, coin), for one batch
 
     def _timestamp(self) -> int:
         self.last_timestamp = max(self.last_timestamp + 1, int(time.time()))
@@ -90,14 +91,29 @@ class GossipSync:
     async def check_received(self) -> None:
         """The worker: check and apply received gossip, one message at a time."""
         while True:
-            peer_id, type_name, body = await self.inbox.get()
-            try:
-                await self.on_message(peer_id, type_name, body)
-            except Exception as exc:  # e.g. the chain did not answer: drop this one only
-                self.node.log.warning("gossip %s from %s not checked: %r", type_name,
-                                      peer_id.hex()[:16], exc)
-                self.node.events.emit("gossip_refused", peer=peer_id, type=type_name,
-                                      code=getattr(exc, "code", "error"))
+            batch = [await self.inbox.get()]
+            while not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
+            await self._look_up_fundings(batch)
+            for peer_id, type_name, body in batch:
+                try:
+                    await self.on_message(peer_id, type_name, body)
+                except Exception as exc:  # e.g. the chain did not answer: drop this one
+                    self.node.log.warning("gossip %s from %s not checked: %r", type_name,
+                                          peer_id.hex()[:16], exc)
+                    self.node.events.emit("gossip_refused", peer=peer_id, type=type_name,
+                                          code=getattr(exc, "code", "error"))
+            self._fundings.clear()
+
+    async def _look_up_fundings(self, batch: list[tuple[bytes, str, dict[str, Any]]]) -> None:
+        """Ask the chain for the funding outputs of a batch's new announcements all at
+        once (one round trip's wait instead of one per announcement)."""
+        scids = {body["short_channel_id"] for _, type_name, body in batch
+                 if type_name == "channel_announcement" and isinstance(body, dict)
+                 and isinstance(body.get("short_channel_id"), int)
+                 and self.graph.channel(body["short_channel_id"]) is None}
+        if scids:
+            await asyncio.gather(*(self._funding_coin(scid) for scid in scids))
 
     def receive(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
         """A gossip message from a peer: queued for the worker (never blocks the link)."""
@@ -261,6 +277,16 @@ class GossipSync:
     async def _funding_output(self, body: dict[str, Any]) -> tuple[int, list]:
         """The announced channel's funding output must exist, unspent, with the 2-of-2."""
         scid = body["short_channel_id"]
+        found = self._fundings.get(scid) or await self._funding_coin(scid)
+        want = cm.funding_policy(body["bitcoin_key_1"], body["bitcoin_key_2"])
+        if found[1] is None or found[1]["cond"] != want:
+            raise gossip.MalformedGossip(f"{gossip.format_short_channel_id(scid)}: no unspent "
+                                         "2-of-2 funding output on the chain")
+        return found[1]["amount_sat"], [found[0], scid & 0xFFFF]
+
+    async def _funding_coin(self, scid: int) -> tuple[bytes | None, dict[str, Any] | None]:
+        """(txid, unspent coin) at ``scid`` on the chain, or (None, None); remembered
+        for the batch being checked."""
         height, index, vout = scid >> 40, (scid >> 16) & 0xFFFFFF, scid & 0xFFFF
         try:
             txids = self._blocks.get(height)
@@ -268,14 +294,11 @@ class GossipSync:
                 txids = (await self.node.chain.call("getblock", height=height))["txids"]
                 self._blocks[height] = txids
             txid = txids[index]
-            coin = await self.node.chain.call("getutxo", txid=txid, vout=vout)
+            found = txid, await self.node.chain.call("getutxo", txid=txid, vout=vout)
         except (RpcError, IndexError):
-            coin = None
-        want = cm.funding_policy(body["bitcoin_key_1"], body["bitcoin_key_2"])
-        if coin is None or coin["cond"] != want:
-            raise gossip.MalformedGossip(f"{gossip.format_short_channel_id(scid)}: no unspent "
-                                         "2-of-2 funding output on the chain")
-        return coin["amount_sat"], [txid, vout]
+            found = None, None
+        self._fundings[scid] = found
+        return found
 
     async def _on_channel_update(self, peer_id: bytes, body: dict[str, Any]) -> None:
         try:
