@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from emulator import reproducibility
 from emulator.envelope import to_plain
 from emulator.errors import LnemuError
 from emulator.reporting import (
@@ -106,7 +107,7 @@ def collect_and_write(runner: Any, result: Any) -> dict[str, Any]:
         node_ids={p.name: runner.net.node_id(p.name).hex() for p in runner.scenario.peers},
         invoice=_first_invoice(runner),
         extra={"schedule": [asdict(p) for p in runner.schedule][:1000],
-               "error": result.error})
+               "outcomes": reproducibility.outcomes(payments), "error": result.error})
     paths = write_report(runner.run_dir, data)
     return json.loads(paths["summary"].read_text())
 
@@ -119,6 +120,12 @@ def write_summary(runner: Any, result: Any) -> None:
     checks = [asdict(c) for c in result.checks]
     summary.update(ok=result.ok, error=result.error, checks=checks,
                    balances_sat=result.balances, run_dir=str(result.run_dir))
+    if "schedule_digest" in summary:  # the run got as far as its report
+        summary["reproducibility"] = reproducibility.compare(runner.run_dir, summary)
+        report = runner.run_dir / "report.md"
+        if report.exists():
+            with open(report, "a", encoding="utf-8") as fh:
+                fh.write(reproducibility.markdown(summary["reproducibility"]))
     path.write_text(json.dumps(to_plain(summary), indent=2, default=str) + "\n")
 
 

@@ -89,3 +89,16 @@ def test_same_scenario_and_seed_give_same_node_ids_and_schedule(tmp_path):
         == schedule_digest(traffic_schedule(scenario))
     assert first["payments"]["attempted"] == second["payments"]["attempted"] \
         == len(traffic_schedule(scenario)) > 10
+    # the second run compares its outcomes with the first, payment by payment
+    assert first["reproducibility"]["compared_with"] is None
+    repro = second["reproducibility"]
+    assert Path(repro["compared_with"]).name == "run1" and repro["same_node_ids"]
+    assert repro["payments_compared"] == first["payments"]["attempted"]
+    differing = sum(1 for (i, a), (j, b) in zip(first["extra"]["outcomes"],
+                                                 second["extra"]["outcomes"], strict=True)
+                    if (i, a) != (j, b))
+    assert repro["payments_differing"] == differing
+    assert repro["succeeded"] == [second["payments"]["succeeded"],
+                                  first["payments"]["succeeded"]]
+    report = (tmp_path / "run2" / "report.md").read_text(encoding="utf-8")
+    assert "## Reproducibility" in report and "ended differently" in report
