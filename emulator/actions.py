@@ -47,6 +47,21 @@ class Actions:
         handler = getattr(self, f"do_{event['action']}")
         handler(event)
 
+    def do_fault(self, event: dict[str, Any]) -> None:
+        """Inject a fault of the catalogue (logged as a ``fault`` event)."""
+        from emulator import faults
+        params = {k: v for k, v in event.items() if k not in ("action", "label", "at", "fault")}
+        faults.inject(self.net, event["fault"], **params)
+
+    def do_heal(self, event: dict[str, Any]) -> None:
+        """Undo a fault (``fault = "everything"``: every fault there is)."""
+        from emulator import faults
+        if event["fault"] == "everything":
+            faults.heal_everything(self.net)
+        else:
+            params = {k: v for k, v in event.items() if k in ("peer",)}
+            faults.heal(self.net, event["fault"], **params)
+
     def do_mine(self, event: dict[str, Any]) -> None:
         self.net.chain.call("mine", n=event.get("blocks", 1))
 
@@ -158,7 +173,9 @@ class Actions:
 
     def do_cheat(self, event: dict[str, Any]) -> None:
         ch = self.channel_between(event["from"], event["to"])
-        self.net.rpc(event["from"]).call("cheat", channel_id=ch["channel_id"])
+        back = event.get("states_back", 1)  # 1: the latest revoked commitment
+        self.net.rpc(event["from"]).call("cheat", channel_id=ch["channel_id"],
+                                         commitment_number=ch["commitment_number"] - back)
 
     def do_hold(self, event: dict[str, Any]) -> None:
         self.net.rpc(event["peer"]).call("dev_hold", hold=event.get("on", True))

@@ -93,3 +93,20 @@ def _penalty(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
     txids = {e["data"].get("txid") for e in net.sup.collector.events(kind="penalty")}
     return Check(f"expect: at least {exp.get('min', 1)} penalty", len(txids) >= exp.get("min", 1),
                  f"{len(txids)} penalty transaction(s) confirmed")
+
+
+def _breach(exp: dict, net: Network, actions: Actions, worth: dict) -> Check:
+    """Every breach was punished (by whom, if ``by`` says), or none was (punished=false)."""
+    from emulator.breaches import breaches
+    found = breaches(net)
+    want = exp.get("punished", True)
+    by = exp.get("by")
+    ok = bool(found) and all(b["punished"] == want and (by is None or b["punished_by"] == by)
+                             for b in found)
+    detail = "; ".join(f"{b['cheater']}: " + (f"punished by the {b['punished_by']}"
+                                               if b["punished"] else
+                                               f"not punished, kept "
+                                               f"{b.get('kept_by_cheater_sat', 0)} sat")
+                       for b in found) or "nobody cheated"
+    what = ("punished" + (f" by the {by}" if by else "")) if want else "not punished"
+    return Check(f"expect: every breach {what}", ok, detail)

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from emulator import breaches as breachmod
 from emulator import reproducibility
 from emulator.envelope import to_plain
 from emulator.errors import LnemuError
@@ -58,6 +59,8 @@ def sample_liquidity(runner: Any) -> list[LiquiditySample]:
     t = time.monotonic() - runner.actions.started if runner.actions else 0.0
     samples = []
     for p in scenario.peers:
+        if not net.process(p.name).running:
+            continue  # stopped or killed by a fault: nothing to ask
         for ch in net.rpc(p.name).call("listchannels"):
             if "local_msat" in ch and ch["state"] == "OPEN":
                 other = names.get(ch["peer_id"], ch["peer_id"].hex()[:8])
@@ -108,7 +111,15 @@ def collect_and_write(runner: Any, result: Any) -> dict[str, Any]:
         invoice=_first_invoice(runner),
         extra={"schedule": [asdict(p) for p in runner.schedule][:1000],
                "outcomes": reproducibility.outcomes(payments), "error": result.error})
+    try:
+        data.extra["breaches"] = breachmod.breaches(runner.net)
+    except LnemuError as exc:
+        data.extra["breaches"] = [{"error": str(exc)}]
     paths = write_report(runner.run_dir, data)
+    section = breachmod.markdown([b for b in data.extra["breaches"] if "txid" in b])
+    if section:
+        with open(paths["report"], "a", encoding="utf-8") as fh:
+            fh.write(section)
     return json.loads(paths["summary"].read_text())
 
 

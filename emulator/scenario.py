@@ -42,8 +42,14 @@ EVENT_KEYS = {
     "message": {**_PAYMENT, "text": str},
     "open_channel": {**_ACT, "from": str, "to": str, "capacity_sat": int, "push_msat": int},
     "close_channel": {**_ACT, "from": str, "to": str, "force": bool},
-    "cheat": {**_ACT, "from": str, "to": str},
+    "cheat": {**_ACT, "from": str, "to": str, "states_back": int},
     "hold": {**_ACT, "peer": str, "on": bool},
+    # any fault of the catalogue (emulator/faults.py), with its parameters, and its heal
+    "fault": {**_ACT, "fault": str, "peer": str, "to": str, "peers": list, "seed": int,
+              "delay_ms": float, "jitter_ms": float, "loss": float, "duplicate": float,
+              "reorder": float, "depth": int, "txid": str, "blocks": int,
+              "min_feerate_sat_per_kb": int, "on": bool, "count": int},
+    "heal": {**_ACT, "fault": str, "peer": str},
 }
 EXPECT_KEYS = {
     "balance": {"kind": str, "peer": str, "min_sat": int, "max_sat": int},
@@ -53,6 +59,7 @@ EXPECT_KEYS = {
     "payment": {"kind": str, "label": str, "status": str},
     "message_delivered": {"kind": str, "to": str, "text": str},
     "penalty": {"kind": str, "min": int},
+    "breach": {"kind": str, "punished": bool, "by": str},
     "invariants": {"kind": str},
 }
 TRAFFIC_KEYS = {"kind": str, "rate_per_s": float, "duration_s": float,
@@ -299,7 +306,38 @@ def _parse_event(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str
         check.fail(f"{where}.seconds", "must be from 0 to 86400", "seconds")
     if action == "mine" and not 1 <= raw.get("blocks", 1) <= 10_000:
         check.fail(f"{where}.blocks", "must be from 1 to 10000", "blocks")
+    if action in ("fault", "heal"):
+        _check_fault(check, where, raw, names)
     return dict(raw)
+
+
+def _check_fault(check: _Checker, where: str, raw: dict[str, Any], names: set[str]) -> None:
+    """A fault event names a fault of the catalogue and only parameters it takes."""
+    import inspect
+
+    from emulator.faults import CATALOGUE, HEALS
+    kind = raw.get("fault")
+    known = set(CATALOGUE) | ({"everything"} if raw["action"] == "heal" else set())
+    if kind not in known:
+        check.fail(f"{where}.fault", f"unknown fault {kind!r}" + _nearest(kind, known) +
+                   f"; faults: {', '.join(sorted(known))}", "fault")
+    if raw["action"] == "heal":
+        if kind != "everything" and kind not in HEALS:
+            check.fail(f"{where}.fault", f"fault {kind!r} needs no heal", "fault")
+        return
+    params = inspect.signature(CATALOGUE[kind]).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for key in raw:
+        if key not in _ACT and key != "fault" and key not in params and not takes_any:
+            check.fail(f"{where}.{key}", f"fault {kind!r} takes no {key!r}; it takes: "
+                       f"{', '.join(k for k in params if k != 'net') or 'nothing'}", key)
+    for key, param in params.items():
+        if key != "net" and param.default is param.empty and key not in raw:
+            check.fail(where, f"fault {kind!r} needs {key!r}")
+    for peer in raw.get("peers", []):
+        if peer not in names:
+            check.fail(f"{where}.peers", f"unknown peer {peer!r}" + _nearest(peer, names),
+                       "peers")
 
 
 def _parse_expect(check: _Checker, i: int, raw: Any, names: set[str]) -> dict[str, Any]:

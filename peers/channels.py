@@ -278,10 +278,6 @@ class ChannelManager:
         ch.ledger.send_revoke()
         ch.last_sent = "revoke"
         self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
-        # our own commitment_signed, if due, goes right after the revocation under the
-        # same write (one transaction, no extra turn of the loop)
-        commit = self._sign_commit(ch) if not self.withhold_revoke and \
-            not self.planted_bug and self._can_commit(ch) else None
         self.save(ch)  # persist before revoking: the old state is dead from here on
         self.node.receiver.check_settled(ch)
         if self.withhold_revoke:
@@ -289,9 +285,9 @@ class ChannelManager:
         await self.send(ch, "revoke_and_ack", {
             "channel_id": ch.cid, "per_commitment_secret": secret,
             "next_per_commitment_point": ch.local_point(ctn + 1)})
-        if commit is not None:
-            await self.send(ch, "commitment_signed", commit)
-        self.schedule_commit(ch)
+        # our own commitment_signed, if due, right after the revocation (no extra turn
+        # of the loop); signed only now, so it covers every update sent before it
+        await self._commit(ch)
 
     async def on_revoke_and_ack(self, ch: Channel, body: dict[str, Any]) -> None:
         if not ch.ledger.awaiting_revoke():

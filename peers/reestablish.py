@@ -9,6 +9,7 @@ lost data: we must not broadcast our (old) commitment, and wait for it to close.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from emulator.crypto import shachain
@@ -27,6 +28,7 @@ class Reestablish:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.manager = node.channels
+        self.delay_s = 0.0  # dev: wait this long before handling a channel_reestablish
 
     def on_disconnected(self, peer_id: bytes) -> None:
         """A channel still being negotiated is forgotten when its peer goes away."""
@@ -44,10 +46,11 @@ class Reestablish:
             if known.get(peer_id) != link.address:
                 known[peer_id] = link.address
                 self.node.store.set_value("peer_addresses", known)
-        for ch in self.manager.with_peer(peer_id):
-            if ch.state not in LIVE or ch.ledger is None:
-                continue
+        channels = [ch for ch in self.manager.with_peer(peer_id)
+                    if ch.state in LIVE and ch.ledger is not None]
+        for ch in channels:
             await self._forget_unsigned(ch)
+        for ch in channels:
             await self.manager.send(ch, "channel_reestablish", self._body(ch))
 
     async def _forget_unsigned(self, ch: Channel) -> None:
@@ -76,6 +79,8 @@ class Reestablish:
                 "my_current_per_commitment_point": ch.local_point(led.ctn_latest(Side.LOCAL))}
 
     async def on_channel_reestablish(self, peer_id: bytes, body: dict[str, Any]) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # dev: slow to take the peer's message in
         ch = self.manager.channels.get(body["channel_id"])
         if ch is None or ch.peer_id != peer_id or ch.ledger is None:
             await self.manager.warn(peer_id, body["channel_id"],
@@ -105,6 +110,13 @@ class Reestablish:
                 await self._resend_revoke(ch, local_latest)
             elif needed:
                 await self._resend_commit(ch, remote_latest)
+        # updates made after the link came back but before this message were held
+        # (nothing but channel_reestablish may go first): they go out now, before the
+        # commitment_signed that will cover them
+        for update in ch.ledger.unacked_local_updates():
+            if update.remote_ctn > remote_latest:
+                kind, message = self._update_message(ch, update)
+                await self.manager.send(ch, kind, message)
         await self._resume(ch)
         self.node.events.emit("channel_reestablished", channel_id=ch.cid, peer=peer_id,
                               resent_commit=resend_commit, resent_revoke=resend_revoke)

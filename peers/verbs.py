@@ -222,6 +222,14 @@ class ChannelVerbs:
         self.channels.planted_bug = name
         return name
 
+    async def rpc_dev_delay_reestablish(self, seconds: float = 0.0) -> float:
+        """Dev: wait ``seconds`` before handling a peer's channel_reestablish (a slow
+        peer: updates it makes meanwhile are held until then)."""
+        if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 60:
+            raise BadRequest("seconds must be from 0 to 60")
+        self.reestablish.delay_s = float(seconds)
+        return self.reestablish.delay_s
+
     async def rpc_dev_withhold_revoke(self, withhold: bool = True) -> bool:
         """Dev/chaos: stop sending revoke_and_ack (a byzantine peer)."""
         self.channels.withhold_revoke = bool(withhold)

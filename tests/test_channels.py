@@ -134,3 +134,49 @@ def test_bad_requests_on_channels_are_typed(network_factory):
         alice.call("close", channel_id="00" * 32)
     assert info.value.code == "not_found"
     assert alice.call("getinfo")["alias"] == "alice"
+
+
+def test_updates_made_before_the_peer_reestablishes_are_sent_after_it(network_factory):
+    """After a reconnection nothing may precede channel_reestablish, so an HTLC added
+    meanwhile is held; it goes out once the peer's channel_reestablish is in, before
+    the commitment_signed that covers it (found by chaos seed 6: it was never sent,
+    and the peer failed the channel over a commitment with an HTLC it never saw)."""
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY)
+    pay(net, "alice", "bob", 10_000_000)
+    # alice's next commitment stays unanswered across the reconnection: her next one
+    # can only follow bob's (retransmitted) revoke_and_ack
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+
+    def bob_revoked() -> int:
+        return sum(1 for e in net.sup.collector.events(kind="revocation", proc="peer bob")
+                   if e["data"]["side"] == "local")
+    revoked = bob_revoked()
+    net.rpc("bob").call("dev_withhold_revoke", withhold=True)
+    first = net.rpc("alice").call("keysend", node_id=net.node_id("bob"),
+                                  amount_msat=20_000_000, wait=False)
+    wait_for(lambda: bob_revoked() > revoked, 10, what="bob revoked without telling alice")
+    net.rpc("bob").call("dev_withhold_revoke", withhold=False)
+    # alice takes bob's channel_reestablish in a second late: her HTLC meanwhile is
+    # held, and her next commitment follows bob's revoke_and_ack, after the reestablish
+    net.rpc("alice").call("dev_delay_reestablish", seconds=1.0)
+    connected = len(net.sup.collector.events(kind="connected", proc="peer alice"))
+    net.rpc("alice").call("dev_linkfault", node_id=net.node_id("bob"), kind="gap")
+    wait_for(lambda: len(net.sup.collector.events(kind="connected", proc="peer alice"))
+             > connected, 10, what="alice reconnected")
+    second = net.rpc("alice").call("keysend", node_id=net.node_id("bob"),
+                                   amount_msat=30_000_000, wait=False)
+    log = net.process("alice").log_path
+    wait_for(lambda: "update_add_htlc held until channel_reestablish" in log.read_text(),
+             10, what="alice's HTLC held while bob has not reestablished")
+
+    def status(sent: dict) -> str:
+        return next(p["status"] for p in net.rpc("alice").call("listpayments")
+                    if p["payment_hash"] == sent["payment_hash"])
+    wait_for(lambda: "pending" not in (status(first), status(second)), 20,
+             what="both payments finished")
+    assert (status(first), status(second)) == ("succeeded", "succeeded")
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+    assert channel(net, "bob", cid)["local_msat"] == 60_000_000
+    assert not net.sup.collector.events(kind="channel_failed")
