@@ -355,6 +355,7 @@ class ChannelManager:
     async def check_deadlines(self, height: int) -> None:
         """BOLT 2: an HTLC its peer does not resolve in time fails the channel on chain."""
         margin = self.node.config.timers.htlc_deadline_blocks
+        claim_margin = self.node.config.timers.fulfilled_deadline_blocks
         for ch in list(self.channels.values()):
             if ch.ledger is None or not ch.sm.can_move(ChannelState.FORCE_CLOSING) or \
                     ch.onchain.get("data_loss"):
@@ -362,7 +363,7 @@ class ChannelManager:
             for offerer, htlc in ch.ledger.htlcs(Side.LOCAL):
                 ours_expiring = offerer == Side.LOCAL and height >= htlc.cltv_expiry - margin + 1
                 theirs_known = offerer == Side.REMOTE and htlc.payment_hash in ch.preimages \
-                    and height >= htlc.cltv_expiry - margin
+                    and height >= htlc.cltv_expiry - claim_margin
                 if ours_expiring or theirs_known:
                     await self.node.closing.force_close(
                         ch, f"HTLC {htlc.htlc_id} ({offerer.name.lower()}) reaches its "

@@ -21,6 +21,13 @@ class Timers:
     cltv_expiry_delta: int = 40  # blocks a forwarding peer keeps between its HTLCs
     min_final_cltv_expiry_delta: int = 18
     htlc_deadline_blocks: int = 6  # BOLT 2: go on chain this long before an HTLC expires
+
+    @property
+    def fulfilled_deadline_blocks(self) -> int:
+        """BOLT 2's R for an HTLC we fulfilled but the peer did not take off its
+        commitment: go on chain early enough that our commitment *and* our claim with
+        the preimage confirm before the HTLC expires, through a short reorg."""
+        return max(self.htlc_deadline_blocks, self.cltv_expiry_delta // 2)
     open_timeout: float = 60.0  # seconds to wait for the peer during channel opening
 
     @classmethod
