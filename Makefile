@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle_cpu.py
 	$(BIN)/python bench/payments_bench.py
 	$(BIN)/python bench/chain_bench.py
+	$(BIN)/python bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
