@@ -162,6 +162,10 @@ class ChaosRunner(Runner):
                             "scenario_path": self.scenario.path,
                             "faults": [asdict(f) for f in self.chaos.faults]}
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        report = self.run_dir / "report.md"
+        if report.exists():
+            with open(report, "a", encoding="utf-8") as fh:
+                fh.write(fault_history_markdown(self.chaos))
 
 
 def replay_plan(run_dir: Path) -> tuple[str, ChaosPlan]:
@@ -174,3 +178,22 @@ def replay_plan(run_dir: Path) -> tuple[str, ChaosPlan]:
     return chaos["scenario_path"], ChaosPlan(
         chaos["seed"], chaos["duration_s"],
         [FaultEvent(f["at"], f["kind"], f["params"], f["heal_at"]) for f in chaos["faults"]])
+
+
+def fault_history_markdown(plan: Any) -> str:
+    """The report.md section listing every fault of a chaos run, as it happened."""
+    lines = ["", "## Fault history", "",
+             f"Chaos seed {plan.seed}, {plan.duration_s:g} s of faults; times are seconds "
+             "after the traffic started.", "",
+             "| at (s) | fault | parameters | healed at (s) | outcome |",
+             "|---:|---|---|---:|---|"]
+    for f in plan.faults:
+        params = ", ".join(f"{k}={v}" for k, v in f.params.items())
+        healed = f"{f.heal_at:.1f}" if f.heal_at is not None else "-"
+        outcome = "injected" if f.injected else "not injected"
+        if f.error:
+            outcome += f"; {f.error[:120]}"
+        lines.append(f"| {f.at:.1f} | {f.kind} | {params or '-'} | {healed} | {outcome} |")
+    if not plan.faults:
+        lines.append("| - | no fault | - | - | - |")
+    return "\n".join(lines) + "\n"
