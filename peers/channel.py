@@ -142,6 +142,21 @@ class Channel:
         return self._cached(("point", ctn), lambda: bolt3_keys.per_commitment_point(
             self.local_secret(ctn)))
 
+    def warm(self) -> None:
+        """Derive the keys of both sides' next commitments ahead of time (while we wait
+        for the peer), so that signing or checking them does not wait for it."""
+        if self.ledger is None or self.remote is None:
+            return
+        local_next = self.ledger.ctn_latest(Side.LOCAL) + 1
+        remote_next = self.ledger.ctn_latest(Side.REMOTE) + 1
+        for subject, point in ((Side.LOCAL, self.local_point(local_next)),
+                               (Side.REMOTE, self.remote_points.get(remote_next))):
+            if point is not None:
+                holder, counter = (self.local, self.remote) if subject == Side.LOCAL else \
+                    (self.remote, self.local)
+                self._cached(("keys", subject, point), lambda p=point, h=holder, c=counter:
+                             cm.commitment_keys(p, h.basepoints, c.basepoints))
+
     def _cached(self, key: tuple, make: Any) -> Any:
         found = self._derived.get(key)
         if found is None:

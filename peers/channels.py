@@ -167,6 +167,7 @@ class ChannelManager:
         self.save(ch)  # never sign two states with one number: persist the commitment first
         if self.planted_bug != "sign_before_persist":
             await self.send(ch, "commitment_signed", body)
+        asyncio.get_running_loop().call_soon(ch.warm)  # while the peer answers
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -302,6 +303,7 @@ class ChannelManager:
         ch.remote_points.pop(revoked - 1, None)
         ch.ledger.recv_revoke()
         self.save(ch)
+        asyncio.get_running_loop().call_soon(ch.warm)  # the next point is known now
         self.events.emit("revocation", channel_id=ch.cid, ctn=revoked, side="remote")
         await self.node.tower_client.on_revocation(ch, revoked)
         await self.node.closing.maybe_negotiate(ch)
