@@ -145,9 +145,23 @@ class Closing:
         await self.node.broadcaster.add(tx, "mutual close", ch.cid)
 
     async def force_close(self, ch: Channel, reason: str) -> None:
-        """Broadcast our latest commitment; the resolver sweeps what is ours."""
+        """Broadcast our latest commitment; the resolver sweeps what is ours. After a
+        data loss our latest is stale (revoked, for all we know): broadcasting it would
+        hand the peer everything, so we only wait for the peer's commitment instead
+        (BOLT 2, option_data_loss_protect)."""
         if ch.local_sigs is None:
             raise BadRequest("nothing to close on chain: the channel was never funded")
+        if ch.onchain.get("data_loss"):
+            if ch.state != ChannelState.FORCE_CLOSING:
+                await self.node.gossip.channel_closed(ch)
+                ch.sm.set_state(ChannelState.FORCE_CLOSING)
+                ch.onchain.setdefault("reason", reason)
+                self.manager.save(ch)
+            self.node.log.warning("channel %s: not broadcasting our commitment after a data "
+                                  "loss (%s); waiting for the peer's", ch.cid.hex()[:16], reason)
+            self.node.events.emit("channel_closing", channel_id=ch.cid, kind="await_remote",
+                                  reason=reason)
+            return
         tx = ch.signed_local_commitment()
         await self.node.gossip.channel_closed(ch)
         ch.sm.set_state(ChannelState.FORCE_CLOSING)

@@ -180,3 +180,42 @@ def test_updates_made_before_the_peer_reestablishes_are_sent_after_it(network_fa
     wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
     assert channel(net, "bob", cid)["local_msat"] == 60_000_000
     assert not net.sup.collector.events(kind="channel_failed")
+
+
+def test_a_peer_restored_from_an_old_backup_never_broadcasts_its_stale_state(network_factory):
+    """option_data_loss_protect: alice comes back from an old copy of her data. Both ends
+    see it at channel_reestablish; bob closes with his latest commitment, alice does
+    not broadcast her stale one (bob would take everything with a revocation key) and
+    sweeps her balance from bob's commitment. No penalty, money conserved."""
+    import shutil
+    net = network_factory(PAIR, allow_errors=("lost data", "lost channel state"))
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY)
+    pay(net, "alice", "bob", 100_000_000)
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+    data = net.process("alice").data_dir
+    net.process("alice").stop()
+    backup = data.parent / "alice-backup"
+    shutil.copytree(data, backup)
+    net.restart("alice")
+    net.wait_connected()
+    for _ in range(2):
+        pay(net, "alice", "bob", 50_000_000)
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+    latest = channel(net, "alice", cid)["local_msat"]
+    wallet_before = net.balances()["alice"]
+    net.process("alice").stop()
+    shutil.rmtree(data)
+    shutil.copytree(backup, data)  # alice is back two payments behind
+    net.restart("alice")
+    wait_for(lambda: net.sup.collector.events(kind="data_loss", proc="peer alice"), 20,
+             what="alice sees she lost data")
+    mine_until(net, lambda: state(net, "alice", cid) == "CLOSED" and
+               state(net, "bob", cid) == "CLOSED", what="both sides CLOSED")
+    closings = net.sup.collector.events(kind="channel_closing", proc="peer alice")
+    assert closings and all(c["data"]["kind"] == "await_remote" for c in closings)
+    assert not net.sup.collector.events(kind="penalty"), "alice broadcast a revoked state"
+    net.wait_synced()
+    gained = net.balances()["alice"] - wallet_before
+    assert latest // 1000 - 1_000 < gained <= latest // 1000  # her latest balance, less a fee
+    assert wealth(net) == net.supply_sat
