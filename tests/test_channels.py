@@ -219,3 +219,32 @@ def test_a_peer_restored_from_an_old_backup_never_broadcasts_its_stale_state(net
     gained = net.balances()["alice"] - wallet_before
     assert latest // 1000 - 1_000 < gained <= latest // 1000  # her latest balance, less a fee
     assert wealth(net) == net.supply_sat
+
+
+def test_a_sweep_taken_out_by_a_reorg_is_broadcast_again(network_factory):
+    """alice's to_local sweep confirms, then a reorg drops it (it does not even go back
+    to the mempool): alice notices and broadcasts it again; nothing is lost."""
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY)
+    pay(net, "alice", "bob", 100_000_000)
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="channel quiet")
+    net.rpc("alice").call("close", channel_id=cid, force=True)
+
+    def sweeps() -> list[dict]:
+        return [e for e in net.sup.collector.events(kind="tx_confirmed", proc="peer alice")
+                if e["data"].get("purpose") == "to_local sweep"]
+    mine_until(net, sweeps, what="alice's to_local sweep confirmed")
+    txid = bytes.fromhex(sweeps()[0]["data"]["txid"])
+    height = net.chain.call("getheight")
+    depth = height - net.chain.call("gettx", txid=txid)["height"] + 1
+    net.chain.call("reorg", depth=depth, drop=[txid])
+    with pytest.raises(RpcError):
+        net.chain.call("gettx", txid=txid)  # gone: neither in a block nor in the mempool
+    mine_until(net, lambda: net.sup.collector.events(kind="tx_reorged_out", proc="peer alice"),
+               what="alice sees her sweep reorged out")
+    mine_until(net, lambda: net.chain.call("gettx", txid=txid)["status"] == "confirmed",
+               what="the sweep confirmed again")
+    mine_until(net, lambda: state(net, "alice", cid) == "CLOSED" and
+               state(net, "bob", cid) == "CLOSED", what="both sides CLOSED")
+    assert wealth(net) == net.supply_sat
