@@ -585,6 +585,17 @@ def _remove_own_pidfile(path: Path, pid: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def redirect_stdio(log_path: str | Path) -> None:
+    """File descriptors 0 from /dev/null, 1 and 2 appended to ``log_path``."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
+
+
 def daemonize(pidfile: Path, log_path: Path, timeout: float = 10.0) -> bool:
     """Detach into a daemon; True in the daemon, False in the caller once it is up.
 
@@ -613,13 +624,7 @@ def daemonize(pidfile: Path, log_path: Path, timeout: float = 10.0) -> bool:
         os.setsid()
         if os.fork() > 0:
             os._exit(0)
-        null = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(null)
-        os.close(out)
+        redirect_stdio(log_path)
         pid = os.getpid()
         _write_pidfile(pidfile, pid)
         atexit.register(_remove_own_pidfile, pidfile, pid)

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from emulator.network import Network, PeerPlan
 from emulator.service import Service
 from emulator.supervisor import ManagedProcess, ProcessDied, Supervisor, pid_alive
 from emulator.waiting import wait_for
+from tests.prochelpers import kill_groups, proc_state
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -39,20 +40,6 @@ pytestmark = [
 ]
 
 
-def kill_groups(pgids: Iterable[int | None]) -> None:
-    """Last-resort cleanup: SIGKILL each process group we created, by its id."""
-    for pgid in pgids:
-        if pgid is None:
-            continue
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def proc_state(pid: int) -> str:
-    """The one-letter state from /proc/<pid>/stat (R, S, T, Z, ...)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def parent_of(pid: int) -> int:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,7 @@ from emulator.supervisor import (
     read_pidfile,
 )
 from emulator.waiting import WaitTimeout, wait_for
+from tests.prochelpers import kill_groups, proc_state
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -73,20 +74,6 @@ def ready_child(data_dir: Path, delay: float = 0.0, mode: str = "default") -> li
     return [PY, "-c", READY_CHILD, str(data_dir), str(delay), mode]
 
 
-def kill_groups(pgids: Iterable[int | None]) -> None:
-    """Last-resort cleanup: SIGKILL each process group we created, by its id."""
-    for pgid in pgids:
-        if pgid is None:
-            continue
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def proc_state(pid: int) -> str:
-    """The one-letter state from /proc/<pid>/stat (R, S, T, Z, ...)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from emulator.forkserver.pipes import write_all
-from emulator.supervisor import _die_with_parent
+from emulator.supervisor import _die_with_parent, redirect_stdio
 
 if TYPE_CHECKING:
     from emulator.forkserver.server import _Server
@@ -72,13 +72,7 @@ def _set_up_child(request: dict[str, Any], server_pid: int, server: _Server) -> 
 
 
 def _redirect_stdio(log_path: str, unbuffered: bool) -> None:
-    null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(null)
-    os.close(out)
+    redirect_stdio(log_path)
     encoding = sys.stdout.encoding if sys.stdout is not None else "utf-8"
     sys.stdin = sys.__stdin__ = open(0, encoding=encoding, closefd=False)
     sys.stdout = sys.__stdout__ = _text_stream(1, encoding, "strict", unbuffered, False)
