@@ -59,8 +59,8 @@ import zmq  # noqa: E402
 
 from emulator import envelope, transport  # noqa: E402
 from emulator.actions import open_channels  # noqa: E402
+from emulator.collector import EVENTS_FILE  # noqa: E402
 from emulator.network import Network, PeerPlan  # noqa: E402
-from emulator.supervisor import EVENTS_FILE  # noqa: E402
 from emulator.waiting import wait_for  # noqa: E402
 
 RESULTS_PATH = REPO / "bench" / "results" / "payments.json"

@@ -23,9 +23,9 @@ import pytest
 import zmq
 
 from emulator import envelope, transport
+from emulator.collector import EventCollector
 from emulator.errors import LnemuError
 from emulator.supervisor import (
-    EventCollector,
     ManagedProcess,
     ProcessDied,
     StopFailed,
