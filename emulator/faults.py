@@ -26,6 +26,9 @@ log = logging.getLogger("lnemu.faults")
 _emitters: dict[str, EventEmitter] = {}  # by collector endpoint (unique per run)
 
 
+HEAL_TIMEOUT_S = 2.0  # a paused peer never answers: do not wait for it long
+
+
 def _emit(net: Network, kind: str, **data: Any) -> None:
     endpoint = net.sup.events_endpoint
     emitter = _emitters.get(endpoint)
@@ -87,10 +90,18 @@ def partition(net: Network, peers: list[str]) -> None:
 
 
 def heal_links(net: Network) -> None:
-    """Remove every link fault."""
+    """Remove every link fault; a peer that does not answer (paused) does not keep the
+    others from being healed, and is named in the error raised afterwards."""
+    unreachable = []
     for name in net.plans:
         if net.process(name).running:
-            net.rpc(name).call("dev_heal")
+            try:
+                net.rpc(name).call("dev_heal", timeout=HEAL_TIMEOUT_S)
+            except LnemuError as exc:
+                unreachable.append(f"{name} ({exc.__class__.__name__})")
+    if unreachable:
+        raise LnemuError(f"link faults left on {', '.join(unreachable)}: no answer",
+                         code="heal_incomplete")
 
 
 # --- chain faults ----------------------------------------------------------------------

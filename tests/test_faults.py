@@ -104,3 +104,23 @@ def test_byzantine_cheat_and_malformed(net):
     faults.inject(net, "cheat", peer="a", to="b")
     _saw(net, "breach_detected")
     wait_for(lambda: net.sup.collector.events(kind="penalty"), 30, what="the penalty")
+
+
+def test_heal_links_heals_every_peer_it_can_reach(net):
+    """A paused peer never answers: healing the links still heals everyone else and
+    names the peer it could not reach (chaos seed 4 left link faults in place)."""
+    from emulator.errors import LnemuError
+    faults.inject(net, "link", peer="a", to="b", delay_ms=30)
+    faults.inject(net, "pause", peer="b")
+    try:
+        with pytest.raises(LnemuError, match="link faults left on b"):
+            faults.heal_links(net)
+        for name in ("a", "c"):  # healed although b, between them, did not answer
+            wait_for(lambda n=name: net.sup.collector.events(kind="fault_healed",
+                                                             proc=f"peer {n}"),
+                     10, what=f"{name} healed its links")
+    finally:
+        faults.heal(net, "pause", peer="b")
+    faults.heal_links(net)  # everyone answers now
+    _pays(net)
+    worth_conserved(net)
