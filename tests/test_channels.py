@@ -158,9 +158,9 @@ def test_updates_made_before_the_peer_reestablishes_are_sent_after_it(network_fa
                                   amount_msat=20_000_000, wait=False)
     wait_for(lambda: bob_revoked() > revoked, 10, what="bob revoked without telling alice")
     net.rpc("bob").call("dev_withhold_revoke", withhold=False)
-    # alice takes bob's channel_reestablish in a second late: her HTLC meanwhile is
+    # alice takes bob's channel_reestablish in 1.5 s late: her HTLC meanwhile is
     # held, and her next commitment follows bob's revoke_and_ack, after the reestablish
-    net.rpc("alice").call("dev_delay_reestablish", seconds=1.0)
+    net.rpc("alice").call("dev_delay_reestablish", seconds=1.5)
     connected = len(net.sup.collector.events(kind="connected", proc="peer alice"))
     net.rpc("alice").call("dev_linkfault", node_id=net.node_id("bob"), kind="gap")
     wait_for(lambda: len(net.sup.collector.events(kind="connected", proc="peer alice"))
