@@ -42,7 +42,8 @@ class OnchainResolver:
     def _learn_invoice_preimages(self, ch: Channel) -> None:
         """HTLCs paying our invoices may be claimed on chain even if held off chain, but
         only when that HTLC alone pays the invoice or we already decided to settle:
-        never reveal the preimage for a part of an incomplete multi-part payment."""
+        never reveal the preimage for a part of an incomplete multi-part payment, nor
+        for an HTLC we already failed off chain (its payer was told it failed)."""
         for offerer, htlc in ch.ledger.htlcs(Side.LOCAL):
             if offerer != Side.REMOTE:
                 continue
@@ -51,7 +52,7 @@ class OnchainResolver:
                 continue
             settling = invoice["status"] in ("settling", "paid")
             whole = invoice["amount_msat"] is None or htlc.amount_msat >= invoice["amount_msat"]
-            if settling or whole:
+            if settling or (whole and htlc.htlc_id not in ch.sent_fails):
                 ch.preimages.setdefault(htlc.payment_hash, invoice["preimage"])
 
     async def on_block(self, height: int, txs: list[Tx]) -> None:
