@@ -334,18 +334,25 @@ class HtlcLedger:
     def _prune(self) -> None:
         """Forget archived HTLCs removed more than KEEP_REVOKED commitments ago, so
         the ledger (and every write of it) stays small however long the channel lives."""
-        floor = {side: max(self._floor[side], self._oldest[side] - KEEP_REVOKED)
-                 for side in SIDES}
-        for key, entry in list(self._archive.items()):
-            if all(entry.removed[side] is not None and entry.removed[side] < floor[side]
-                   for side in SIDES):
-                del self._archive[key]
-                self._dirty.discard(key)
-                self._dropped.add(key)
-                if entry.removal is UpdateKind.SETTLE:
-                    self._pruned_msat[entry.offerer] -= entry.htlc.amount_msat
-                    self._pruned_msat[entry.offerer.other] += entry.htlc.amount_msat
-        self._floor = floor
+        local_floor = max(self._floor[Side.LOCAL], self._oldest[Side.LOCAL] - KEEP_REVOKED)
+        remote_floor = max(self._floor[Side.REMOTE], self._oldest[Side.REMOTE] - KEEP_REVOKED)
+        # The archive is in the order its entries became irrevocable, which is nearly the
+        # order they fall below the floors: stop at the first one still needed (a later
+        # one waits at most a few commitments more) instead of scanning it every time.
+        while self._archive:
+            key, entry = next(iter(self._archive.items()))
+            removed = entry.removed
+            if not (removed[Side.LOCAL] is not None and removed[Side.LOCAL] < local_floor
+                    and removed[Side.REMOTE] is not None
+                    and removed[Side.REMOTE] < remote_floor):
+                break
+            del self._archive[key]
+            self._dirty.discard(key)
+            self._dropped.add(key)
+            if entry.removal is UpdateKind.SETTLE:
+                self._pruned_msat[entry.offerer] -= entry.htlc.amount_msat
+                self._pruned_msat[entry.offerer.other] += entry.htlc.amount_msat
+        self._floor = {Side.LOCAL: local_floor, Side.REMOTE: remote_floor}
 
     def _irrevocable(self, lock: Lock) -> bool:
         """Is the update in both sides' current commitments, their previous ones revoked?"""
@@ -527,13 +534,20 @@ class HtlcLedger:
             ledger._pruned_msat = _pair_in(obj["pruned_msat"])
             ledger._archived_msat = dict(ledger._pruned_msat)
             ledger._floor = _pair_in(obj["floor"])
-            for entry in map(_entry_in, obj["htlcs"]):
+            # in the order the updates were made, as the live set always is
+            for entry in sorted(map(_entry_in, obj["htlcs"]), key=_removal_order):
                 ledger._live[(entry.offerer, entry.htlc.htlc_id)] = entry
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise DecodeError(f"malformed ledger: {exc!r}") from None
         ledger._dirty.clear()
         ledger._archive_removed()  # what this moves or prunes is written by the next save
         return ledger
+
+
+def _removal_order(entry: _HtlcEntry) -> tuple[int, int]:
+    """Removed entries first, by when they were removed, then the others as added: the
+    archive they move to stays in about the order its entries can be pruned."""
+    return (0, entry.remove_seq) if entry.removal is not None else (1, entry.add_seq)
 
 
 def _pending_update(ref: _Ref) -> PendingUpdate:
