@@ -98,6 +98,7 @@ class _Budget:
 
     def __init__(self) -> None:
         self.nodes = 0
+        self.depth = 0  # the deepest level reached
 
     def take(self, count: int, where: str) -> None:
         self.nodes += count
@@ -175,7 +176,21 @@ _CHECKERS = {
 }
 
 
+class _Checked(list):
+    """A policy node made by a builder below, so already checked: a tree built of such
+    nodes is checked once, not again at every level (counts are kept for the limits)."""
+
+    __slots__ = ("nodes", "depth")
+
+
 def _check_node(node: Any, where: str, depth: int, budget: _Budget) -> None:
+    if type(node) is _Checked:
+        budget.take(node.nodes, where)
+        budget.depth = max(budget.depth, depth - 1 + node.depth)
+        if budget.depth > MAX_POLICY_DEPTH:
+            raise PolicyFormatError(f"{where}: policy deeper than {MAX_POLICY_DEPTH} levels")
+        return
+    budget.depth = max(budget.depth, depth)
     if depth > MAX_POLICY_DEPTH:
         raise PolicyFormatError(f"{where}: policy deeper than {MAX_POLICY_DEPTH} levels")
     if not isinstance(node, list) or not node:
@@ -200,8 +215,11 @@ def check_policy(cond: Any) -> None:
 
 
 def _checked(node: list) -> list:
-    check_policy(node)
-    return node
+    budget = _Budget()
+    _check_node(node, "cond", 1, budget)
+    checked = _Checked(node)
+    checked.nodes, checked.depth = budget.nodes, budget.depth
+    return checked
 
 
 def pk(key: bytes) -> list:
