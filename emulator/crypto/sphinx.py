@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from coincurve import PrivateKey, PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from emulator.crypto.bigsize import BigSizeError, decode_bigsize, encode_bigsize
 from emulator.crypto.failures import FailureCode
+from emulator.crypto.keys import CURVE_ORDER as _CURVE_ORDER
 from emulator.errors import DecodeError, LnemuError
 
 ONION_VERSION = 0
@@ -127,28 +129,40 @@ def _check_len(name: str, value: bytes, expected: int) -> None:
         raise SphinxError(f"{name} must be {expected} bytes, got {len(value)}")
 
 
-def _private_key(name: str, secret: bytes) -> PrivateKey:
+def _scalar(name: str, secret: bytes) -> int:
     _check_len(name, secret, 32)
-    try:
-        return PrivateKey(secret)
-    except ValueError as exc:
-        raise SphinxError(f"{name} is not a valid secp256k1 private key") from exc
+    value = int.from_bytes(secret, "big")
+    if not 0 < value < _CURVE_ORDER:
+        raise SphinxError(f"{name} is not a valid secp256k1 private key")
+    return value
+
+
+@lru_cache(maxsize=16)
+def _node_key(secret: bytes) -> PrivateKey:
+    """The node's key object, made once (making one derives two public keys)."""
+    _scalar("node_privkey", secret)
+    return PrivateKey(secret)
 
 
 def _route_shared_secrets(session_key: bytes, hop_pubkeys: list[bytes]) -> list[bytes]:
-    """The origin's view: each hop's shared secret, blinding the ephemeral key as it goes."""
-    ephemeral = _private_key("session_key", session_key)
+    """The origin's view: each hop's shared secret, blinding the ephemeral key as it goes
+    (the ephemeral secret is blinded as a number: one point multiplication less a hop)."""
+    ephemeral = _scalar("session_key", session_key)
     secrets: list[bytes] = []
     for index, pubkey in enumerate(hop_pubkeys):
         _check_len(f"hop {index} pubkey", pubkey, PUBKEY_LEN)
+        key = ephemeral.to_bytes(32, "big")
         try:
-            # coincurve's ECDH is SHA256 of the compressed shared point, as BOLT 4 asks.
-            shared_secret = ephemeral.ecdh(pubkey)
-            blinding = _blinding_factor(ephemeral.public_key.format(), shared_secret)
-            ephemeral = ephemeral.multiply(blinding)
+            # ECDH as BOLT 4 (and libsecp256k1) define it: SHA256 of the compressed point
+            shared_secret = hashlib.sha256(PublicKey(pubkey).multiply(key).format()).digest()
         except ValueError as exc:
             raise SphinxError(f"hop {index} pubkey is not a valid secp256k1 point") from exc
         secrets.append(shared_secret)
+        if index + 1 < len(hop_pubkeys):
+            blinding = _blinding_factor(PublicKey.from_valid_secret(key).format(), shared_secret)
+            ephemeral = ephemeral * int.from_bytes(blinding, "big") % _CURVE_ORDER
+            if ephemeral == 0:
+                raise SphinxError(f"blinding at hop {index} gives an invalid key")
     return secrets
 
 
@@ -225,7 +239,7 @@ def build_onion(
         if index == len(hops) - 1:
             routing_info = routing_info[: HOP_PAYLOADS_LEN - len(filler)] + filler
         next_hmac = _hmac(_derive_key(b"mu", shared_secret), routing_info + associated_data)
-    ephemeral_pubkey = PrivateKey(session_key).public_key.format()
+    ephemeral_pubkey = PublicKey.from_valid_secret(session_key).format()
     return bytes([ONION_VERSION]) + ephemeral_pubkey + routing_info + next_hmac
 
 
@@ -292,7 +306,7 @@ def _next_ephemeral_key(ephemeral_pubkey: bytes, shared_secret: bytes, onion_has
 
 def peel_onion(onion: bytes, node_privkey: bytes, associated_data: bytes) -> PeeledOnion:
     """Peel one layer with this node's key: its payload and the onion for the next hop."""
-    node_key = _private_key("node_privkey", node_privkey)
+    node_key = _node_key(node_privkey)
     onion_hash = hashlib.sha256(onion).digest()
     shared_secret = _onion_shared_secret(onion, node_key, onion_hash)
     ephemeral_pubkey = onion[1 : 1 + PUBKEY_LEN]
