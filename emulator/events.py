@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from emulator import envelope, transport
+from emulator import barrier, envelope, sockio, transport
 
 
 class EventEmitter:
@@ -25,6 +25,7 @@ class EventEmitter:
         self.proc = proc
         self.log = log
         self.sock = transport.pusher(ctx, endpoint) if endpoint else None
+        self._out = sockio.plain(self.sock) if self.sock is not None else None  # no futures
         self.dropped = 0
         self._pending: list[bytes] = []
 
@@ -55,7 +56,8 @@ class EventEmitter:
         if not frames or self.sock is None:
             return
         try:
-            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            barrier.before_send()
+            self._out.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += len(frames)
             self.log.warning("%d events not sent: collector queue full", len(frames))

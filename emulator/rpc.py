@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from emulator import envelope, transport
+from emulator import barrier, envelope, transport
 from emulator.errors import LnemuError
 
 
@@ -53,6 +53,7 @@ class RpcClient:
     def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         """Call ``op`` with ``args``; return its result or raise RpcError/RpcTimeout."""
         rid = next(self._rids)
+        barrier.before_send()
         self.sock.send(envelope.pack_request(op, args, rid))
         deadline = timeout if timeout is not None else self.timeout
         loop_deadline = time.monotonic() + deadline
@@ -101,6 +102,7 @@ class AsyncRpcClient:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
+            barrier.before_send()
             await self.sock.send(envelope.pack_request(op, args, rid))
             body = await asyncio.wait_for(fut, timeout or self.timeout)
         except TimeoutError:

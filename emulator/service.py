@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from emulator import envelope, transport
+from emulator import barrier, envelope, transport
 from emulator.errors import BadRequest, LnemuError
 from emulator.events import EventEmitter
 from emulator.supervisor import pid_alive
@@ -156,6 +156,7 @@ class Service:
             self.log.error("control: internal error: %r", exc, exc_info=exc)
             reply = envelope.pack_reply(rid, error={"code": "internal", "message": repr(exc)})
         try:
+            barrier.before_send()
             await self.control.send_multipart([identity, reply])
         except zmq.ZMQError as exc:
             self.log.info("control: caller went away before the reply (%s)", exc)

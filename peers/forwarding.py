@@ -34,12 +34,28 @@ class Forwarder:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.store = node.store
-        self.links: dict[str, dict[str, Any]] = node.store.value("forwards", {})
+        # downstream "cid:htlc_id" -> the upstream HTLC it forwards, one record each
+        self.links: dict[str, dict[str, Any]] = dict(node.store.items("forwards"))
+        self._upstream_index = {(link["in_cid"], link["in_id"]): key
+                                for key, link in self.links.items()}
+        for key, link in node.store.value("forwards", {}).items():  # an older store's map
+            self._link(key, link)
+        node.store.delete("kv", "forwards")
         self.earned_msat = node.store.value("fees_earned_msat", 0)
         self._chain_tip, self._height_asked_at = 0, -HEIGHT_FRESH_S
 
-    def _save(self) -> None:
-        self.store.set_value("forwards", self.links)
+    def _link(self, key: str, link: dict[str, Any]) -> None:
+        self.links[key] = link
+        self._upstream_index[(link["in_cid"], link["in_id"])] = key
+        self.store.put("forwards", key, link)
+
+    def _unlink(self, key: str) -> dict[str, Any] | None:
+        link = self.links.pop(key, None)
+        if link is not None:
+            if self._upstream_index.get((link["in_cid"], link["in_id"])) == key:
+                del self._upstream_index[(link["in_cid"], link["in_id"])]
+            self.store.delete("forwards", key)
+        return link
 
     @property
     def policy(self) -> tuple[int, int, int]:
@@ -59,8 +75,7 @@ class Forwarder:
         key = _key(ch.cid, htlc.htlc_id)
         link = self.links.get(key)
         if link is not None and link["payment_hash"] != htlc.payment_hash:
-            del self.links[key]
-            self._save()
+            self._unlink(key)
             return False
         return link is not None
 
@@ -85,11 +100,9 @@ class Forwarder:
 
     def downstream_of(self, ch: Channel, htlc: Htlc) -> str | None:
         """The link of our forward of incoming ``htlc`` on ``ch``, if we made one."""
-        for key, link in self.links.items():
-            if link["in_cid"] == ch.cid and link["in_id"] == htlc.htlc_id and \
-                    link["payment_hash"] == htlc.payment_hash:
-                return key
-        return None
+        key = self._upstream_index.get((ch.cid, htlc.htlc_id))
+        link = self.links.get(key) if key is not None else None
+        return key if link is not None and link["payment_hash"] == htlc.payment_hash else None
 
     async def _chain_height(self) -> int:
         """The chain's height, not only our view of it (we may have been paused while
@@ -141,8 +154,7 @@ class Forwarder:
             return failure_message(FailureCode.TEMPORARY_CHANNEL_FAILURE)
         # Persisted before the downstream commitment is signed (that happens in a later
         # task), so no downstream HTLC can be committed without its upstream link.
-        self.links[_key(out.cid, added.htlc_id)] = link
-        self._save()
+        self._link(_key(out.cid, added.htlc_id), link)
         self.node.events.emit("forward_offered", in_channel=ch.cid, in_htlc=htlc.htlc_id,
                               out_channel=out.cid, out_htlc=added.htlc_id,
                               amount_msat=payload.amt_to_forward, fee_msat=link["fee_msat"])
@@ -157,11 +169,12 @@ class Forwarder:
 
     async def on_fulfilled(self, out: Channel, htlc: Htlc, preimage: bytes) -> None:
         """Downstream settled: settle upstream with the preimage (our fee is earned)."""
-        link = self.links.pop(_key(out.cid, htlc.htlc_id))
+        link = self._unlink(_key(out.cid, htlc.htlc_id))
+        if link is None:
+            return  # settled upstream already (a fulfill seen both off and on chain)
         up = self._upstream(link)
         self.earned_msat += link["fee_msat"]
         self.store.set_value("fees_earned_msat", self.earned_msat)
-        self._save()
         self.node.events.emit("forward_settled", payment_hash=htlc.payment_hash,
                               fee_msat=link["fee_msat"])
         if up is not None and up[0].state == ChannelState.OPEN:
@@ -191,8 +204,7 @@ class Forwarder:
     async def on_discarded(self, out: Channel, htlc: Htlc) -> None:
         """The downstream HTLC never reached a commitment (the link dropped): its id will
         be reused, so the link goes now and the upstream HTLC fails back."""
-        link = self.links.pop(_key(out.cid, htlc.htlc_id), None)
-        self._save()
+        link = self._unlink(_key(out.cid, htlc.htlc_id))
         up = self._upstream(link) if link else None
         if up is None or up[0].state != ChannelState.OPEN:
             return
@@ -203,9 +215,8 @@ class Forwarder:
 
     async def on_failed(self, out: Channel, htlc: Htlc, info: dict[str, Any]) -> None:
         """Downstream failed: fail upstream, adding our layer to the error onion."""
-        link = self.links.pop(_key(out.cid, htlc.htlc_id))
-        self._save()
-        up = self._upstream(link)
+        link = self._unlink(_key(out.cid, htlc.htlc_id))
+        up = self._upstream(link) if link else None
         if up is None or up[0].state != ChannelState.OPEN:
             return
         if "reason" in info:

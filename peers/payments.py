@@ -37,6 +37,10 @@ class Payments:
         self.waiting: dict[bytes, asyncio.Future] = {}
         self.hold = False  # dev/chaos: keep incoming HTLCs unresolved (jamming)
         self.held: list[tuple[bytes, int]] = []
+        self._running: dict[bytes, dict[str, Any]] = {}  # records of payments being made
+
+    def _record(self, payment_hash: bytes) -> dict[str, Any] | None:
+        return self._running.get(payment_hash) or self.store.get("payments", payment_hash)
 
     # --- invoices ---------------------------------------------------------------------
     def create_invoice(self, amount_msat: int | None, description: str,
@@ -106,7 +110,7 @@ class Payments:
     async def start(self, req: Request, timeout: float, wait: bool, **info: Any
                     ) -> dict[str, Any]:
         """Record a payment and run it (in the background unless ``wait``)."""
-        existing = self.store.get("payments", req.payment_hash)
+        existing = self._record(req.payment_hash)
         if existing and existing["status"] in ("pending", "succeeded"):
             raise PaymentFailed(f"payment {req.payment_hash.hex()} is already "
                                 f"{existing['status']}")
@@ -115,6 +119,7 @@ class Payments:
                   "created": time.time(), "preimage": None, "failure": None, "attempts": [],
                   "parts": 1, "kind": info.pop("kind", "invoice"), **info}
         self.store.put("payments", req.payment_hash, record)
+        self._running[req.payment_hash] = record
         task = self.node.spawn(self._run(req, time.time() + timeout), "pay")
         if not wait:
             return {"payment_hash": req.payment_hash, "status": "pending"}
@@ -124,19 +129,22 @@ class Payments:
         return outcome
 
     async def _run(self, req: Request, deadline: float) -> dict[str, Any]:
-        result = await self.node.payer.run(req, deadline)
-        status = result.pop("status")
-        return self._finish(req.payment_hash, status, **result) or {"status": status}
+        try:
+            result = await self.node.payer.run(req, deadline)
+            status = result.pop("status")
+            return self._finish(req.payment_hash, status, **result) or {"status": status}
+        finally:
+            self._running.pop(req.payment_hash, None)
 
     def add_attempt(self, payment_hash: bytes, attempt: dict[str, Any]) -> None:
         """Remember an attempt (its session key decodes the failure, even after a restart)."""
-        record = self.store.get("payments", payment_hash)
+        record = self._record(payment_hash)
         if record is not None:
             record["attempts"].append(attempt)
             self.store.put("payments", payment_hash, record)
 
     def _finish(self, payment_hash: bytes, status: str, **fields: Any) -> dict[str, Any] | None:
-        record = self.store.get("payments", payment_hash)
+        record = self._record(payment_hash)
         if record is None:
             return None  # not ours (a forwarded HTLC, or a dev HTLC)
         if record.get("status") == "succeeded" and status != "succeeded":

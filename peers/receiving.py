@@ -44,6 +44,11 @@ class Receiver:
         self.node = node
         self.store = node.store
         self.held: dict[bytes, PartSet] = {}
+        # payment hash -> [[channel id, htlc id], ...] of invoices not yet paid for good
+        self.settling: dict[bytes, list] = dict(self.store.items("settling"))
+        for payment_hash, parts in self.store.value("settling", {}).items():  # older stores
+            self._track(payment_hash, parts)
+        self.store.delete("kv", "settling")
         fast = node.config.timers.ping_interval < 10
         self.mpp_timeout_s = TEST_MPP_TIMEOUT_S if fast else MPP_TIMEOUT_S
 
@@ -155,26 +160,22 @@ class Receiver:
         self.node.events.emit("keysend_received", payment_hash=htlc.payment_hash,
                               amount_msat=htlc.amount_msat, message=message is not None)
 
-    def _settling(self) -> dict[bytes, list]:
-        """payment hash -> [[channel id, htlc id], ...] of invoices not yet paid for good."""
-        return self.store.value("settling", {})
-
     def check_settled(self, ch: Channel) -> None:
         """Invoices whose settling HTLCs on ``ch`` left both commitments are paid."""
-        settling = self._settling()
-        if not settling:
+        mine = [(payment_hash, [hid for cid, hid in parts if cid == ch.cid])
+                for payment_hash, parts in self.settling.items()]
+        mine = [(payment_hash, ours) for payment_hash, ours in mine if ours]
+        if not mine:
             return
         live = {h.htlc_id for side in (Side.LOCAL, Side.REMOTE)
                 for offerer, h in ch.ledger.htlcs(side) if offerer == Side.REMOTE}
-        for payment_hash, parts in list(settling.items()):
-            ours = [hid for cid, hid in parts if cid == ch.cid]
-            if ours and all(hid not in live for hid in ours):
+        for payment_hash, ours in mine:
+            if all(hid not in live for hid in ours):
                 self.mark_paid(payment_hash)
 
     def _track(self, payment_hash: bytes, parts: list) -> None:
-        settling = self._settling()
-        settling[payment_hash] = parts
-        self.store.set_value("settling", settling)
+        self.settling[payment_hash] = parts
+        self.store.put("settling", payment_hash, parts)
 
     def mark_paid(self, payment_hash: bytes) -> None:
         """The money is ours (settled off chain for good, or claimed on chain)."""
@@ -183,9 +184,8 @@ class Receiver:
             return
         invoice.update(status="paid", paid_at=time.time())
         self.store.put("invoices", payment_hash, invoice)
-        settling = self._settling()
-        if settling.pop(payment_hash, None) is not None:
-            self.store.set_value("settling", settling)
+        if self.settling.pop(payment_hash, None) is not None:
+            self.store.delete("settling", payment_hash)
         self.node.events.emit("invoice_paid", payment_hash=payment_hash,
                               amount_msat=invoice.get("received_msat"))
 

@@ -1,12 +1,16 @@
 """The peer's SQLite store: channels, their HTLCs, invoices, payments, preimages.
 
 One store per peer, in WAL mode with ``synchronous=NORMAL`` (survives a process
-kill). Every channel change is written as one transaction holding the channel's
-record and the HTLC records that changed since the last write, before any message
-that depends on it leaves the process.
+kill). Inside an event loop, the writes of one loop turn form one transaction (group
+commit): it commits at the end of the turn, or earlier, at the write-ahead barrier
+(``emulator.barrier``) that every socket send passes first — so no message, reply or
+event leaves the process before the state it depends on is on disk. Outside a loop
+every write commits at once. A channel change (its record and the HTLC records that
+changed since its last write) lands atomically within that transaction (a savepoint).
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +19,15 @@ from typing import Any
 
 import msgpack
 
+from emulator import barrier
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (cid BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS invoices (payment_hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS payments (payment_hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS forwards (out_key TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS settling (payment_hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS htlcs (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
     htlc_id INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id))
     WITHOUT ROWID;
@@ -42,21 +50,61 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._deferred = False  # the open transaction commits at the end of the loop turn
+        self._closed = False
+        barrier.register(self.commit)
+
+    def _begin(self) -> None:
+        if self.db.in_transaction:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            asyncio.get_running_loop().call_soon(self.commit)
+            self._deferred = True
+        except RuntimeError:  # no event loop: each write commits by itself
+            self._deferred = False
+
+    def _wrote(self) -> None:
+        if not self._deferred:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make every write so far durable (the barrier calls this before each send)."""
+        if not self._closed and self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """One statement of another module's table (watchtower), in the current batch."""
+        self._begin()
+        cursor = self.db.execute(sql, params)
+        self._wrote()
+        return cursor
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside lands together or not at all."""
-        self.db.execute("BEGIN IMMEDIATE")
+        self._begin()
+        self.db.execute("SAVEPOINT change")
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("ROLLBACK TO change")
+            self.db.execute("RELEASE change")
+            self._wrote()
             raise
-        self.db.execute("COMMIT")
+        self.db.execute("RELEASE change")
+        self._wrote()
 
-    def put(self, table: str, key: bytes, obj: Any) -> None:
+    def put(self, table: str, key: bytes | str, obj: Any) -> None:
         """Write one record (inside or outside a transaction)."""
+        self._begin()
         self.db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, _pack(obj)))
+        self._wrote()
+
+    def delete(self, table: str, key: bytes | str) -> None:
+        self._begin()
+        self.db.execute(f"DELETE FROM {table} WHERE {_key(table)} = ?", (key,))
+        self._wrote()
 
     def get(self, table: str, key: bytes) -> Any:
         row = self.db.execute(f"SELECT data FROM {table} WHERE {_key(table)} = ?",
@@ -66,8 +114,13 @@ class Store:
     def all(self, table: str) -> list[Any]:
         return [_unpack(row[0]) for row in self.db.execute(f"SELECT data FROM {table}")]
 
+    def items(self, table: str) -> list[tuple[Any, Any]]:
+        """Every (key, record) of ``table``."""
+        return [(key, _unpack(data)) for key, data in self.db.execute(
+            f"SELECT {_key(table)}, data FROM {table}")]
+
     def set_value(self, key: str, obj: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, _pack(obj)))
+        self.put("kv", key, obj)
 
     def value(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -76,6 +129,7 @@ class Store:
     def write_htlcs(self, cid: bytes, changed: list[dict[str, Any]],
                     dropped: list[tuple[int, int]]) -> None:
         """Write changed HTLC records of channel ``cid`` and delete dropped ones."""
+        self._begin()
         if changed:
             self.db.executemany(
                 "INSERT OR REPLACE INTO htlcs VALUES (?, ?, ?, ?)",
@@ -83,6 +137,7 @@ class Store:
         if dropped:
             self.db.executemany("DELETE FROM htlcs WHERE cid = ? AND offerer = ? AND htlc_id = ?",
                                 [(cid, side, htlc_id) for side, htlc_id in dropped])
+        self._wrote()
 
     def htlcs(self, cid: bytes) -> list[Any]:
         """Every stored HTLC record of channel ``cid``."""
@@ -90,11 +145,15 @@ class Store:
                 self.db.execute("SELECT data FROM htlcs WHERE cid = ?", (cid,))]
 
     def rekey_htlcs(self, old: bytes, new: bytes) -> None:
-        self.db.execute("UPDATE htlcs SET cid = ? WHERE cid = ?", (new, old))
+        self.execute("UPDATE htlcs SET cid = ? WHERE cid = ?", (new, old))
 
     def close(self) -> None:
+        barrier.unregister(self.commit)
+        self.commit()
+        self._closed = True
         self.db.close()
 
 
 def _key(table: str) -> str:
-    return {"channels": "cid", "invoices": "payment_hash", "payments": "payment_hash"}[table]
+    return {"channels": "cid", "invoices": "payment_hash", "payments": "payment_hash",
+            "kv": "key", "forwards": "out_key", "settling": "payment_hash"}[table]

@@ -153,8 +153,8 @@ class TowerClient:
                                ch.cid.hex()[:16], revoked, exc)
             return
         # Persist first: once the peer forgets this commitment's point we cannot rebuild it.
-        self.node.store.db.execute("INSERT OR REPLACE INTO tower_queue VALUES (?, ?)",
-                                   (hint, blob))
+        self.node.store.execute("INSERT OR REPLACE INTO tower_queue VALUES (?, ?)",
+                                (hint, blob))
         await self._send(hint, blob)
 
     async def on_connected(self, peer_id: bytes) -> None:
@@ -172,7 +172,7 @@ class TowerClient:
     async def on_ack(self, peer_id: bytes, body: dict[str, Any]) -> None:
         """The tower stored a backup: drop it from the queue."""
         if peer_id == self.tower_id:
-            self.node.store.db.execute("DELETE FROM tower_queue WHERE hint = ?", (body["hint"],))
+            self.node.store.execute("DELETE FROM tower_queue WHERE hint = ?", (body["hint"],))
 
     async def _send(self, hint: bytes, blob: bytes) -> bool:
         if not self.node.links.is_connected(self.tower_id):
@@ -208,7 +208,7 @@ class TowerServer:
             self.node.log.warning("tower: refused a backup from %s: %d-byte hint, %d-byte "
                                   "blob", client.hex()[:16], len(hint), len(blob))
             return
-        stored = self.db.execute(
+        stored = self.node.store.execute(
             "INSERT OR IGNORE INTO tower_blobs (hint, client, blob) VALUES (?, ?, ?)",
             (hint, client, blob)).rowcount
         if stored:
@@ -240,8 +240,8 @@ class TowerServer:
                                   client.hex()[:16], breach.txid_hex[:16])
             return
         if first:  # a replay of the chain after a restart hands it to the broadcaster again
-            self.db.execute("UPDATE tower_blobs SET justice_txid = ? WHERE hint = ? AND "
-                            "client = ?", (justice.txid, breach_hint(breach.txid), client))
+            self.node.store.execute("UPDATE tower_blobs SET justice_txid = ? WHERE hint = ? "
+                                    "AND client = ?", (justice.txid, breach_hint(breach.txid), client))
             self.node.events.emit("tower_breach_seen", client=client, breach_txid=breach.txid,
                                   height=height)
             self.node.events.emit("tower_justice", client=client, txid=justice.txid,
