@@ -21,11 +21,12 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from emulator import envelope, transport
+from emulator import barrier, envelope, transport
 from emulator.envelope import Envelope, EnvelopeError
 from emulator.errors import LnemuError, NotFound
 from emulator.events import EventEmitter
 from emulator.session import InboundSession, OutboundSession, SessionError
+from emulator.sockio import SocketIO
 from peers.config import Timers
 from peers.linkfaults import LinkFaults
 
@@ -55,7 +56,7 @@ class Link:
     address: str | None = None  # where the peer says it listens (from its init)
     pong_due: float | None = None  # loop time by which a pong must arrive
     backoff: float = 0.0
-    reader: asyncio.Task | None = None
+    io: SocketIO | None = None  # reads and writes the dealer
     watcher: asyncio.Task | None = None
     keeper: asyncio.Task | None = None
     fault: str | None = None  # dev: the next message violates the session this way
@@ -75,6 +76,7 @@ class LinkManager:
         self.ctx, self.node_id, self.timers = ctx, node_id, timers
         self.events, self.log, self.handler, self.alias = events, log, handler, alias
         self.router = transport.router(ctx, p2p)
+        self._router_io: SocketIO | None = None
         self.links: dict[bytes, Link] = {}
         self.faults = LinkFaults()
         self.on_connected: Callable[[bytes], Awaitable[None]] | None = None
@@ -95,7 +97,7 @@ class LinkManager:
             self.events.emit("error", where="p2p", error=repr(exc))
 
     async def start(self) -> None:
-        self._spawn(self._read_router())
+        self._router_io = SocketIO(self.router, self._on_router_message)
 
     async def close(self) -> None:
         for link in self.links.values():
@@ -104,6 +106,8 @@ class LinkManager:
                 link.keeper.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self._router_io is not None:
+            self._router_io.close()
         self.router.close(linger=0)
 
     def is_connected(self, node_id: bytes) -> bool:
@@ -135,12 +139,13 @@ class LinkManager:
 
     async def _send_raw(self, link: Link, data: bytes) -> None:
         async def send(payload: bytes) -> None:
+            barrier.before_send()
             if link.direction == "out":
-                if link.dealer is None:
+                if link.io is None:
                     raise LinkDown("no socket")
-                await link.dealer.send(payload, flags=zmq.NOBLOCK)
+                link.io.send(payload)
             else:
-                await self.router.send_multipart([link.node_id, payload], flags=zmq.NOBLOCK)
+                self._router_io.send_multipart([link.node_id, payload])
         try:
             await self.faults.transmit(link.node_id, data, send)
         except (zmq.ZMQError, LinkDown) as exc:
@@ -148,16 +153,18 @@ class LinkManager:
             raise LinkDown(f"sending to {link.node_id.hex()[:16]} failed: {exc}") from None
 
     async def _send_oob(self, link: Link | None, identity: bytes, type_name: str,
-                        body: dict[str, Any], dealer: zmq.asyncio.Socket | None = None) -> None:
-        """A sessionless message (disconnect, error, warning)."""
+                        body: dict[str, Any], dealer: SocketIO | None = None) -> None:
+        """A sessionless message (disconnect, error, warning); ``dealer``: our outbound
+        socket to it, if that is where the message goes."""
         if self.faults.blocks(identity):
             return
         data = envelope.pack(type_name, body, sender=self.node_id)
         try:
+            barrier.before_send()
             if dealer is not None:
-                await dealer.send(data, flags=zmq.NOBLOCK)
+                dealer.send(data)
             else:
-                await self.router.send_multipart([identity, data], flags=zmq.NOBLOCK)
+                self._router_io.send_multipart([identity, data])
         except zmq.ZMQError:
             pass  # the other side is gone; nothing to tell
 
@@ -184,16 +191,16 @@ class LinkManager:
             raise NotFound(f"no link to {node_id.hex()}")
         if link.connected:
             await self._send_oob(link, node_id, "disconnect", {"reason": reason},
-                                 dealer=link.dealer)
+                                 dealer=link.io)
         if link.keeper:
             link.keeper.cancel()
         self._close_dealer(link)
         self._mark_down(link, reason)
 
     def _close_dealer(self, link: Link) -> None:
-        if link.reader:
-            link.reader.cancel()
-            link.reader = None
+        if link.io:
+            link.io.close()
+            link.io = None
         if link.watcher:
             link.watcher.cancel()
             link.watcher = None
@@ -219,7 +226,8 @@ class LinkManager:
         self._close_dealer(link)
         link.dealer = transport.dealer(self.ctx, link.endpoint, identity=self.node_id,
                                        immediate=False)
-        link.reader = self._spawn(self._read_dealer(link, link.dealer))
+        sock = link.dealer
+        link.io = SocketIO(sock, lambda frames: self._on_dealer_message(link, sock, frames))
         link.watcher = self._spawn(self._watch_connection(link, link.dealer))
         link.outbound = OutboundSession()
         link.inbound.reset()
@@ -263,22 +271,19 @@ class LinkManager:
         finally:
             monitor.close(linger=0)
 
-    async def _read_router(self) -> None:
-        while True:
-            frames = await self.router.recv_multipart()
-            if len(frames) != 2:
-                self.log.warning("p2p: dropped a message of %d frames", len(frames))
-                continue
-            await self._receive(frames[0], frames[1], None)
+    async def _on_router_message(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.log.warning("p2p: dropped a message of %d frames", len(frames))
+            return
+        await self._receive(frames[0], frames[1], None)
 
-    async def _read_dealer(self, link: Link, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            try:
-                data = await sock.recv()
-            except zmq.ZMQError:
-                return  # the socket was closed (a redial replaced it)
-            if link.dealer is sock:
-                await self._receive(link.node_id, data, link)
+    async def _on_dealer_message(self, link: Link, sock: zmq.asyncio.Socket,
+                                 frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self.log.warning("p2p: dropped a message of %d frames", len(frames))
+            return
+        if link.dealer is sock:  # not a socket a redial replaced
+            await self._receive(link.node_id, frames[0], link)
 
     async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> None:
         if self.faults.blocks(identity):
@@ -295,7 +300,7 @@ class LinkManager:
             self.events.emit("bad_message", peer=identity, error=str(exc), code=exc.code)
             await self._send_oob(via, identity, "error",
                                  {"channel_id": ZERO_CHANNEL, "data": f"{exc.code}: {exc}"},
-                                 dealer=via.dealer if via else None)
+                                 dealer=via.io if via else None)
             return
         if env.type in OUT_OF_BAND and not env.session:
             await self._on_out_of_band(identity, env)
@@ -392,7 +397,7 @@ class LinkManager:
         """End the link's session; tell the other side unless it is unreachable."""
         if notify:
             await self._send_oob(link, link.node_id, "disconnect", {"reason": reason},
-                                 dealer=link.dealer)
+                                 dealer=link.io)
         self._mark_down(link, reason, reason_code)
 
     def _mark_down(self, link: Link, reason: str, reason_code: str | None = None) -> None:
