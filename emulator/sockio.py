@@ -85,6 +85,8 @@ class SocketIO:
             except Exception as exc:  # one bad message must not stop the reading
                 self._loop.call_exception_handler({
                     "message": "socket reader: handling a message failed", "exception": exc})
+            if self.closed:  # closed by the handler itself: not one message more
+                return
             handled += 1
             if handled >= FAIRNESS:
                 handled = 0

@@ -51,6 +51,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._deferred = False  # the open transaction commits at the end of the loop turn
+        self._depth = 0  # transaction() blocks open: never commit half of one
         self._closed = False
         barrier.register(self.commit)
 
@@ -69,8 +70,9 @@ class Store:
             self.commit()
 
     def commit(self) -> None:
-        """Make every write so far durable (the barrier calls this before each send)."""
-        if not self._closed and self.db.in_transaction:
+        """Make every write so far durable (the barrier calls this before each send);
+        inside a transaction() block, at its end instead (it lands whole)."""
+        if not self._closed and self._depth == 0 and self.db.in_transaction:
             self.db.execute("COMMIT")
 
     def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
@@ -85,15 +87,18 @@ class Store:
         """One atomic write: everything inside lands together or not at all."""
         self._begin()
         self.db.execute("SAVEPOINT change")
+        self._depth += 1
         try:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK TO change")
             self.db.execute("RELEASE change")
-            self._wrote()
             raise
-        self.db.execute("RELEASE change")
-        self._wrote()
+        else:
+            self.db.execute("RELEASE change")
+        finally:
+            self._depth -= 1
+            self._wrote()
 
     def put(self, table: str, key: bytes | str, obj: Any) -> None:
         """Write one record (inside or outside a transaction)."""
