@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from emulator import policy
@@ -121,12 +122,12 @@ class Channel:
     def cid(self) -> bytes:
         return self.channel_id or self.temp_id
 
-    @property
+    @cached_property  # both funding keys are fixed once the channel is negotiated
     def funding_cond(self) -> list:
         return cm.funding_policy(self.local.basepoints.funding_pubkey,
                                  self.remote.basepoints.funding_pubkey)
 
-    @property
+    @cached_property
     def obscuring_factor(self) -> int:
         opener, acceptor = (self.local, self.remote) if self.local_is_opener else \
             (self.remote, self.local)

@@ -7,6 +7,7 @@ argument at fault.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from coincurve import PublicKey
 
@@ -100,7 +101,13 @@ def _scalar_bytes(value: int, what: str) -> bytes:
 
 def _pubkey_of(secret: bytes, what: str) -> bytes:
     _check_secret(secret, what)
-    return PublicKey.from_valid_secret(bytes(secret)).format(compressed=True)
+    return _public_key(bytes(secret))
+
+
+@lru_cache(maxsize=1024)
+def _public_key(secret: bytes) -> bytes:
+    # the same basepoint secrets come back for every commitment of a channel
+    return PublicKey.from_valid_secret(secret).format(compressed=True)
 
 
 def _check_secret(secret: bytes, what: str) -> None:
@@ -120,10 +127,20 @@ def _parse_point(point: bytes, what: str) -> PublicKey:
         raise KeyDerivationError(f"{what} must be 33 bytes (compressed), got {_describe(point)}")
     if point[0] not in (2, 3):
         raise KeyDerivationError(f"{what} has prefix {point[0]:#04x}, expected 0x02 or 0x03")
+    parsed = _point(bytes(point))
+    if parsed is None:
+        raise KeyDerivationError(f"{what} is not a point on secp256k1")
+    return parsed
+
+
+@lru_cache(maxsize=4096)
+def _point(point: bytes) -> PublicKey | None:
+    # basepoints and per-commitment points are parsed again and again: once is enough
+    # (coincurve's operations return new keys, so a cached one is never changed)
     try:
-        return PublicKey(bytes(point))
-    except ValueError as exc:
-        raise KeyDerivationError(f"{what} is not a point on secp256k1") from exc
+        return PublicKey(point)
+    except ValueError:
+        return None
 
 
 def _describe(value: object) -> str:
