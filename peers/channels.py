@@ -29,6 +29,9 @@ UPDATE_MESSAGES = {"update_add_htlc", "update_fulfill_htlc", "update_fail_htlc",
                    "update_fail_malformed_htlc", "update_fee", "commitment_signed",
                    "revoke_and_ack", "shutdown", "closing_signed", "channel_ready"}
 ZERO32 = b"\x00" * 32
+# Keys of the next commitments are derived ahead, once what is due now (forwarding the
+# HTLCs this revocation locked in, our next commitment_signed) has gone out.
+WARM_AFTER_S = 0.001
 
 
 class ChannelManager:
@@ -167,7 +170,7 @@ class ChannelManager:
         self.save(ch)  # never sign two states with one number: persist the commitment first
         if self.planted_bug != "sign_before_persist":
             await self.send(ch, "commitment_signed", body)
-        asyncio.get_running_loop().call_soon(ch.warm)  # while the peer answers
+        asyncio.get_running_loop().call_later(WARM_AFTER_S, ch.warm)  # while the peer answers
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -303,7 +306,7 @@ class ChannelManager:
         ch.remote_points.pop(revoked - 1, None)
         ch.ledger.recv_revoke()
         self.save(ch)
-        asyncio.get_running_loop().call_soon(ch.warm)  # the next point is known now
+        asyncio.get_running_loop().call_later(WARM_AFTER_S, ch.warm)  # the next point is known
         self.events.emit("revocation", channel_id=ch.cid, ctn=revoked, side="remote")
         await self.node.tower_client.on_revocation(ch, revoked)
         await self.node.closing.maybe_negotiate(ch)

@@ -4,11 +4,19 @@
 ``after_recv:revoke_and_ack:2`` (the 2nd time). When the process reaches it, it
 exits at once with status 137, exactly as a SIGKILL would leave it — no clean-up,
 no flush beyond what was already committed to disk.
+
+Writes are committed at the write-ahead barrier, just before a message leaves, and
+messages leave together at the end of a loop turn; so a send point stands for that
+moment: ``before_send`` passes the barrier (what the message depends on is on disk,
+the message is not sent), ``after_send`` also flushes the queued messages first.
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
+
+from emulator import barrier
 
 ENV = "LNEMU_CRASH_AT"
 EXIT_CODE = 137
@@ -16,6 +24,12 @@ PHASES = ("before_send", "after_send", "before_recv", "after_recv")
 
 _counts: Counter[str] = Counter()
 _runtime: str | None = None
+_senders: list[Callable[[], None]] = []  # flush queued messages (links)
+
+
+def register_sender(flush: Callable[[], None]) -> None:
+    """``flush`` sends what is queued; an ``after_send`` point calls it before exiting."""
+    _senders.append(flush)
 
 
 def set_target(spec: str | None) -> None:
@@ -50,4 +64,9 @@ def reach(phase: str, message_type: str) -> None:
         return
     _counts[point] += 1
     if _counts[point] == target[1]:
+        if phase == "before_send":
+            barrier.before_send()
+        elif phase == "after_send":
+            for flush in _senders:
+                flush()
         os._exit(EXIT_CODE)

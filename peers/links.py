@@ -31,6 +31,7 @@ from peers.config import Timers
 from peers.linkfaults import LinkFaults
 
 OUT_OF_BAND = {"disconnect", "error", "warning"}
+OUTBOX_MAX = 256  # queued messages that make the outbox flush before the turn ends
 ZERO_CHANNEL = b"\x00" * 32
 FEATURES = 0
 
@@ -77,6 +78,10 @@ class LinkManager:
         self.events, self.log, self.handler, self.alias = events, log, handler, alias
         self.router = transport.router(ctx, p2p)
         self._router_io: SocketIO | None = None
+        # messages of this loop turn, per link session: id -> (link, session, frames)
+        self._outbox: dict[int, tuple[Link, OutboundSession, list[bytes]]] = {}
+        self._queued = 0
+        self._flush_due = False
         self.links: dict[bytes, Link] = {}
         self.faults = LinkFaults()
         self.on_connected: Callable[[bytes], Awaitable[None]] | None = None
@@ -100,6 +105,10 @@ class LinkManager:
         self._router_io = SocketIO(self.router, self._on_router_message)
 
     async def close(self) -> None:
+        try:
+            self.flush()  # a clean stop sends what this turn queued
+        except Exception as exc:
+            self.log.info("p2p: queued messages not sent at close: %r", exc)
         for link in self.links.values():
             self._close_dealer(link)
             if link.keeper:
@@ -117,14 +126,52 @@ class LinkManager:
 
     # --- sending ----------------------------------------------------------------
     async def send(self, node_id: bytes, type_name: str, body: dict[str, Any]) -> None:
-        """Send one message in the link's session; raise LinkDown if not connected."""
+        """Send one message in the link's session; raise LinkDown if not connected.
+
+        It leaves with the others of this loop turn (see :meth:`flush`); on a link with
+        a fault (delay, loss, ...) it goes through the fault instead, in order."""
         link = self.links.get(node_id)
         if link is None or (not link.connected and type_name != "init"):
             raise LinkDown(f"not connected to {node_id.hex()}")
         session, seq = link.outbound.stamp()
         session, seq = self._apply_fault(link, session, seq)
         data = envelope.pack(type_name, body, sender=self.node_id, session=session, seq=seq)
-        await self._send_raw(link, data)
+        if node_id in self.faults.faults:
+            await self._send_raw(link, data)
+            return
+        queued = self._outbox.get(id(link.outbound))
+        if queued is None:
+            queued = self._outbox[id(link.outbound)] = (link, link.outbound, [])
+        queued[2].append(data)
+        self._queued += 1
+        if self._queued >= OUTBOX_MAX:
+            self.flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send what this loop turn queued: after one pass of the write-ahead barrier
+        (one commit for all), each link's messages in order, in one ZeroMQ message.
+        A link whose session ended meanwhile loses its queue, as a closed TCP
+        connection would (channel_reestablish retransmits what matters)."""
+        self._flush_due = False
+        if not self._outbox:
+            return
+        outbox, self._outbox, self._queued = self._outbox, {}, 0
+        barrier.before_send()
+        for link, session, frames in outbox.values():
+            if link.outbound is not session or self.links.get(link.node_id) is not link:
+                continue
+            try:
+                if link.direction == "out":
+                    if link.io is None:
+                        raise LinkDown("no socket")
+                    link.io.send_multipart(frames)
+                else:
+                    self._router_io.send_multipart([link.node_id, *frames])
+            except (zmq.ZMQError, LinkDown) as exc:
+                self._spawn(self._drop(link, f"send failed: {exc}", notify=False))
 
     def _apply_fault(self, link: Link, session: bytes, seq: int) -> tuple[bytes, int]:
         fault, link.fault = link.fault, None
@@ -138,6 +185,7 @@ class LinkManager:
         return session, seq
 
     async def _send_raw(self, link: Link, data: bytes) -> None:
+        self.flush()  # what is queued goes first
         async def send(payload: bytes) -> None:
             barrier.before_send()
             if link.direction == "out":
@@ -160,6 +208,7 @@ class LinkManager:
             return
         data = envelope.pack(type_name, body, sender=self.node_id)
         try:
+            self.flush()  # after what is queued
             barrier.before_send()
             if dealer is not None:
                 dealer.send(data)
@@ -272,18 +321,19 @@ class LinkManager:
             monitor.close(linger=0)
 
     async def _on_router_message(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.log.warning("p2p: dropped a message of %d frames", len(frames))
+        """[identity, message, message, ...]: what the other side sent in one turn."""
+        if len(frames) < 2:
+            self.log.warning("p2p: dropped a message of %d frame(s)", len(frames))
             return
-        await self._receive(frames[0], frames[1], None)
+        for data in frames[1:]:
+            await self._receive(frames[0], data, None)
 
     async def _on_dealer_message(self, link: Link, sock: zmq.asyncio.Socket,
                                  frames: list[bytes]) -> None:
-        if len(frames) != 1:
-            self.log.warning("p2p: dropped a message of %d frames", len(frames))
-            return
-        if link.dealer is sock:  # not a socket a redial replaced
-            await self._receive(link.node_id, frames[0], link)
+        for data in frames:
+            if link.dealer is not sock:  # a redial replaced the socket
+                return
+            await self._receive(link.node_id, data, link)
 
     async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> None:
         if self.faults.blocks(identity):

@@ -10,6 +10,7 @@ from emulator.errors import BadRequest, LnemuError, NotFound
 from emulator.rpc import AsyncRpcClient, RpcError
 from emulator.service import Service
 from emulator.tx import Tx
+from peers import crashpoints
 from peers.broadcaster import Broadcaster
 from peers.chainwatch import ChainFollower
 from peers.channels import ChannelManager
@@ -112,6 +113,7 @@ class PeerService(ChannelVerbs, Service):
         self.links = LinkManager(self.ctx, self.node_id, self.config.p2p, self.config.timers,
                                  self.events, self.log, self.on_message, self.config.alias)
         self.links.on_connected = self._on_connected
+        crashpoints.register_sender(self.links.flush)
         self.links.on_disconnected = self.reestablish.on_disconnected
         await self.links.start()
         self.follower = ChainFollower(self.ctx, self.chain, self.config.chain_blocks,
