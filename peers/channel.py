@@ -136,33 +136,41 @@ class Channel:
 
     def local_secret(self, ctn: int) -> bytes:
         """Our per-commitment secret for our commitment number ``ctn``."""
-        return shachain.generate_from_seed(self.secrets.shachain_seed,
-                                           shachain.index_for_commitment(ctn))
+        return self._cached(("secret", ctn), lambda: shachain.generate_from_seed(
+            self.secrets.shachain_seed, shachain.index_for_commitment(ctn)))
 
     def local_point(self, ctn: int) -> bytes:
         return self._cached(("point", ctn), lambda: bolt3_keys.per_commitment_point(
             self.local_secret(ctn)))
+
+    def commitment_keys(self, subject: Side, ctn: int) -> Any:
+        """The keys of ``subject``'s commitment ``ctn``, derived once (with the secret we
+        know of each: the point of ours, the revocation basepoint of theirs)."""
+        if subject == Side.LOCAL:
+            point = self.local_point(ctn)
+            return self._cached(("keys", subject, point), lambda: cm.commitment_keys(
+                point, self.local.basepoints, self.remote.basepoints,
+                per_commitment_secret=self.local_secret(ctn)))
+        point = self.remote_points[ctn]
+        return self._cached(("keys", subject, point), lambda: cm.commitment_keys(
+            point, self.remote.basepoints, self.local.basepoints,
+            revocation_basepoint_secret=self.secrets.revocation_basepoint_secret))
 
     def warm(self) -> None:
         """Derive the keys of both sides' next commitments ahead of time (while we wait
         for the peer), so that signing or checking them does not wait for it."""
         if self.ledger is None or self.remote is None:
             return
-        local_next = self.ledger.ctn_latest(Side.LOCAL) + 1
+        self.commitment_keys(Side.LOCAL, self.ledger.ctn_latest(Side.LOCAL) + 1)
         remote_next = self.ledger.ctn_latest(Side.REMOTE) + 1
-        for subject, point in ((Side.LOCAL, self.local_point(local_next)),
-                               (Side.REMOTE, self.remote_points.get(remote_next))):
-            if point is not None:
-                holder, counter = (self.local, self.remote) if subject == Side.LOCAL else \
-                    (self.remote, self.local)
-                self._cached(("keys", subject, point), lambda p=point, h=holder, c=counter:
-                             cm.commitment_keys(p, h.basepoints, c.basepoints))
+        if remote_next in self.remote_points:
+            self.commitment_keys(Side.REMOTE, remote_next)
 
     def _cached(self, key: tuple, make: Any) -> Any:
         found = self._derived.get(key)
         if found is None:
-            if len(self._derived) >= 32:  # only recent commitments are built again
-                self._derived.clear()
+            if len(self._derived) >= 64:  # only recent commitments are built again
+                del self._derived[next(iter(self._derived))]
             found = self._derived[key] = make()
         return found
 
@@ -179,9 +187,7 @@ class Channel:
         """The commitment of ``subject`` at commitment number ``ctn``."""
         holder, counter = (self.local, self.remote) if subject == Side.LOCAL else \
             (self.remote, self.local)
-        point = self.local_point(ctn) if subject == Side.LOCAL else self.remote_points[ctn]
-        ckeys = self._cached(("keys", subject, point), lambda: cm.commitment_keys(
-            point, holder.basepoints, counter.basepoints))
+        ckeys = self.commitment_keys(subject, ctn)
         htlcs = tuple(cm.HtlcView(h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry,
                                   offered=(offerer == subject))
                       for offerer, h in self.ledger.htlcs(subject, ctn))

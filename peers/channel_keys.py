@@ -141,13 +141,18 @@ class CommitmentKeys:
 
 
 def commitment_keys(
-    per_commitment_point: bytes, holder: Basepoints, counterparty: Basepoints
+    per_commitment_point: bytes, holder: Basepoints, counterparty: Basepoints, *,
+    per_commitment_secret: bytes | None = None, revocation_basepoint_secret: bytes | None = None,
 ) -> CommitmentKeys:
-    """BOLT 3 keys of the holder's commitment with the holder's ``per_commitment_point``."""
+    """BOLT 3 keys of the holder's commitment with the holder's ``per_commitment_point``.
+    The holder may pass the point's secret, the counterparty its revocation basepoint
+    secret: the keys are the same, derived faster."""
     point = per_commitment_point
     return CommitmentKeys(
         per_commitment_point=point,
-        revocation_pubkey=derive_revocation_pubkey(counterparty.revocation_basepoint, point),
+        revocation_pubkey=derive_revocation_pubkey(
+            counterparty.revocation_basepoint, point, commitment_secret=per_commitment_secret,
+            basepoint_secret=revocation_basepoint_secret),
         local_delayed_pubkey=derive_pubkey(holder.delayed_payment_basepoint, point),
         local_htlc_pubkey=derive_pubkey(holder.htlc_basepoint, point),
         remote_htlc_pubkey=derive_pubkey(counterparty.htlc_basepoint, point),
