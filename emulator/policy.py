@@ -222,9 +222,31 @@ def _checked(node: list) -> list:
     return checked
 
 
+def _leaf(node: list) -> list:
+    """A checked node without children (pk, sha256, older, after)."""
+    _CHECKERS[node[0]](node, "cond", 1, None)
+    checked = _Checked(node)
+    checked.nodes, checked.depth = 1, 1
+    return checked
+
+
+def _branch(node: list, children: tuple[list, ...]) -> list:
+    """A checked node over children made by the builders: their counts add up."""
+    if not all(type(child) is _Checked for child in children):
+        return _checked(node)
+    checked = _Checked(node)
+    checked.nodes = 1 + sum(child.nodes for child in children)
+    checked.depth = 1 + max(child.depth for child in children)
+    if checked.nodes > MAX_POLICY_NODES:
+        raise PolicyFormatError(f"cond: policy has more than {MAX_POLICY_NODES} nodes")
+    if checked.depth > MAX_POLICY_DEPTH:
+        raise PolicyFormatError(f"cond: policy deeper than {MAX_POLICY_DEPTH} levels")
+    return checked
+
+
 def pk(key: bytes) -> list:
     """A signature by ``key`` (33-byte compressed public key)."""
-    return _checked(["pk", key])
+    return _leaf(["pk", key])
 
 
 def multi(k: int, keys: list[bytes]) -> list:
@@ -234,27 +256,27 @@ def multi(k: int, keys: list[bytes]) -> list:
 
 def sha256(hash32: bytes) -> list:
     """A 32-byte preimage whose SHA-256 is ``hash32``."""
-    return _checked(["sha256", hash32])
+    return _leaf(["sha256", hash32])
 
 
 def older(n: int) -> list:
     """A relative timelock: the spent output is ``n`` blocks deep (BIP 68/112)."""
-    return _checked(["older", n])
+    return _leaf(["older", n])
 
 
 def after(h: int) -> list:
     """An absolute timelock: the spending tx's locktime is at least height ``h`` (BIP 65)."""
-    return _checked(["after", h])
+    return _leaf(["after", h])
 
 
 def and_(a: list, b: list) -> list:
     """Both ``a`` and ``b``."""
-    return _checked(["and", a, b])
+    return _branch(["and", a, b], (a, b))
 
 
 def or_(a: list, b: list) -> list:
     """Either ``a`` (witness path choice 0) or ``b`` (choice 1)."""
-    return _checked(["or", a, b])
+    return _branch(["or", a, b], (a, b))
 
 
 def thresh(k: int, subs: list[list]) -> list:
@@ -264,7 +286,7 @@ def thresh(k: int, subs: list[list]) -> list:
 
 def revocation(sub: list) -> list:
     """Tag ``sub`` as a revocation branch (its spend is a penalty)."""
-    return _checked(["rev", sub])
+    return _branch(["rev", sub], (sub,))
 
 
 # --- witness and context --------------------------------------------------------------

@@ -22,7 +22,7 @@ _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "fe
 
 def _live_preimages(ch: Channel) -> dict[bytes, bytes]:
     """Preimages still needed: HTLCs in some kept commitment (older ones are settled)."""
-    if ch.ledger is None or ch.onchain:
+    if ch.ledger is None or ch.onchain or not ch.preimages:
         return ch.preimages
     live = {h.payment_hash for side in (Side.LOCAL, Side.REMOTE)
             for _, h in ch.ledger.htlcs(side, ch.ledger.ctn_oldest_unrevoked(side))
