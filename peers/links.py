@@ -32,6 +32,9 @@ from peers.linkfaults import LinkFaults
 
 OUT_OF_BAND = {"disconnect", "error", "warning"}
 OUTBOX_MAX = 256  # queued messages that make the outbox flush before the turn ends
+# settling or failing an HTLC: whoever waits for it (upstream, the payer) hears at once
+URGENT = {"update_fulfill_htlc", "update_fail_htlc", "update_fail_malformed_htlc"}
+SMALL_BATCH = 4  # messages in one batch up to which urgent ones are let through first
 ZERO_CHANNEL = b"\x00" * 32
 FEATURES = 0
 
@@ -325,17 +328,30 @@ class LinkManager:
         if len(frames) < 2:
             self.log.warning("p2p: dropped a message of %d frame(s)", len(frames))
             return
-        for data in frames[1:]:
-            await self._receive(frames[0], data, None)
+        for i, data in enumerate(frames[1:], start=2):
+            kind = await self._receive(frames[0], data, None)
+            if kind in URGENT and i < len(frames) <= SMALL_BATCH + 1:
+                await self._let_it_through()
 
     async def _on_dealer_message(self, link: Link, sock: zmq.asyncio.Socket,
                                  frames: list[bytes]) -> None:
-        for data in frames:
+        for i, data in enumerate(frames, start=1):
             if link.dealer is not sock:  # a redial replaced the socket
                 return
-            await self._receive(link.node_id, data, link)
+            kind = await self._receive(link.node_id, data, link)
+            if kind in URGENT and i < len(frames) <= SMALL_BATCH:
+                await self._let_it_through()
 
-    async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> None:
+    async def _let_it_through(self) -> None:
+        """What an urgent message set off (a preimage going upstream, a payer's answer)
+        goes out before the rest of its small batch (say, a commitment to check) is
+        handled. A big batch (a loaded channel) is handled whole instead, so that one
+        commitment covers all of it."""
+        self.flush()
+        await asyncio.sleep(0)
+
+    async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> str | None:
+        """Handle one message; its type once it reached the handler (else None)."""
         if self.faults.blocks(identity):
             return  # partitioned: nothing gets through
         try:
@@ -368,8 +384,9 @@ class LinkManager:
             new_session = link.inbound.accept(env)
         except SessionError as exc:
             await self._drop(link, str(exc), reason_code=exc.reason)
-            return
+            return None
         await self._on_session_message(link, env, new_session)
+        return env.type
 
     async def _accept_inbound(self, identity: bytes, env: Envelope) -> Link | None:
         link = self.links.get(identity)
