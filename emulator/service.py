@@ -24,6 +24,7 @@ import zmq.asyncio
 from emulator import barrier, envelope, transport
 from emulator.errors import BadRequest, LnemuError
 from emulator.events import EventEmitter
+from emulator.sockio import SocketIO
 from emulator.supervisor import pid_alive
 
 PARENT_CHECK_SECONDS = 2.0
@@ -60,6 +61,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.control: zmq.asyncio.Socket | None = None
+        self._control_io: SocketIO | None = None
 
     # --- life cycle -------------------------------------------------------------
     async def setup(self) -> None:
@@ -95,7 +97,7 @@ class Service:
             loop.add_signal_handler(sig, self.stopping.set)
         self.control = transport.router(self.ctx, self.control_endpoint)
         await self.setup()
-        self.spawn(self._serve_control(), "control")
+        self._control_io = SocketIO(self.control, self._on_control)
         if self.parent_pid:  # started by a supervisor: end with it
             self.spawn(self._watch_parent(), "parent-watchdog")
         self._write_ready()
@@ -109,6 +111,7 @@ class Service:
         await self.teardown()
         self.events.emit("stopped")
         self.events.close()
+        self._control_io.close()
         self.control.close(linger=0)
         self.ctx.destroy(linger=0)
 
@@ -133,14 +136,11 @@ class Service:
                 return
 
     # --- control RPC --------------------------------------------------------------
-    async def _serve_control(self) -> None:
-        assert self.control is not None
-        while True:
-            frames = await self.control.recv_multipart()
-            if len(frames) != 2:
-                self.log.warning("control: dropped a message of %d frames", len(frames))
-                continue
-            self.spawn(self._answer(frames[0], frames[1]), "rpc")
+    async def _on_control(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.log.warning("control: dropped a message of %d frames", len(frames))
+            return
+        self.spawn(self._answer(frames[0], frames[1]), "rpc")  # a verb may take its time
 
     async def _answer(self, identity: bytes, data: bytes) -> None:
         rid = 0
@@ -157,7 +157,7 @@ class Service:
             reply = envelope.pack_reply(rid, error={"code": "internal", "message": repr(exc)})
         try:
             barrier.before_send()
-            await self.control.send_multipart([identity, reply])
+            self._control_io.send_multipart([identity, reply])
         except zmq.ZMQError as exc:
             self.log.info("control: caller went away before the reply (%s)", exc)
 
