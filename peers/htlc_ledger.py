@@ -434,9 +434,13 @@ class HtlcLedger:
 
     def htlcs_pending(self, subject: Side) -> list[tuple[Side, Htlc]]:
         """HTLCs added for subject's next commitment that its latest one lacks."""
-        present = set(self.htlcs(subject, self.ctn_latest(subject)))
-        return [pair for pair in self.htlcs(subject, self.ctn_latest(subject) + 1)
-                if pair not in present]
+        # exactly those whose add enters subject's commitments at the next number (an
+        # HTLC cannot be removed before its add is irrevocable, so none is gone again)
+        next_ctn = self.ctn_latest(subject) + 1
+        found = [(entry.offerer, entry.htlc) for entry in self._live.values()
+                 if entry.added[subject] == next_ctn]
+        found.sort(key=lambda pair: (pair[0] != subject, pair[1].htlc_id))  # as htlcs()
+        return found
 
     def balance_msat(self, whose: Side, subject: Side, ctn: int | None = None) -> int:
         """whose's balance in subject's commitment at ctn, without HTLCs in flight and fees."""

@@ -684,6 +684,16 @@ class TwoLedgers(RuleBasedStateMachine):
         assert_views_agree(alice, bob, include_next=not any(self.queues.values()), recent=2)
 
     @invariant()
+    def pending_is_next_minus_latest(self):
+        """htlcs_pending (one pass) is what the next commitment adds to the latest."""
+        for ledger in self.ledgers.values():
+            for s in Side:
+                latest = ledger.htlcs(s, ledger.ctn_latest(s))
+                expected = [p for p in ledger.htlcs(s, ledger.ctn_latest(s) + 1)
+                            if p not in latest]
+                assert ledger.htlcs_pending(s) == expected
+
+    @invariant()
     def persisted_incrementally(self):
         """The header plus the records written change by change rebuild the ledger."""
         for name in NAMES:
