@@ -250,6 +250,7 @@ class HtlcLedger:
         lock = self._lock_new(offerer)
         self._live[(offerer, htlc.htlc_id)] = _HtlcEntry(offerer, htlc, lock, self._seq)
         self._dirty.add((offerer, htlc.htlc_id))
+        self._dropped.discard((offerer, htlc.htlc_id))  # an id offered again after a drop
         self._next_id[offerer] += 1
 
     def _remove(self, kind: UpdateKind, offerer: Side, htlc_id: int) -> None:

@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS settling (payment_hash BLOB PRIMARY KEY, data BLOB NO
 CREATE TABLE IF NOT EXISTS htlcs (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
     htlc_id INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id))
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS onions (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
+    htlc_id INTEGER NOT NULL, onion BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id));
 """
+_HTLC_KEY = "WHERE cid = ? AND offerer = ? AND htlc_id = ?"
 
 
 def _pack(obj: Any) -> bytes:
@@ -133,24 +136,45 @@ class Store:
 
     def write_htlcs(self, cid: bytes, changed: list[dict[str, Any]],
                     dropped: list[tuple[int, int]]) -> None:
-        """Write changed HTLC records of channel ``cid`` and delete dropped ones."""
+        """Write changed HTLC records of channel ``cid`` and delete dropped ones.
+
+        An HTLC's onion (1366 bytes, ten times the rest) is written once, apart: the
+        record itself changes at every step of the dance. It goes when the record no
+        longer holds it (the HTLC is resolved for good) or is dropped."""
         self._begin()
-        if changed:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO htlcs VALUES (?, ?, ?, ?)",
-                [(cid, obj["offerer"], obj["htlc"]["htlc_id"], _pack(obj)) for obj in changed])
-        if dropped:
-            self.db.executemany("DELETE FROM htlcs WHERE cid = ? AND offerer = ? AND htlc_id = ?",
-                                [(cid, side, htlc_id) for side, htlc_id in dropped])
+        rows, onions, spent = [], [], []
+        for obj in changed:
+            htlc = obj["htlc"]
+            key = (cid, obj["offerer"], htlc["htlc_id"])
+            if htlc["onion"]:
+                onions.append((*key, htlc["onion"]))
+                obj = {**obj, "htlc": {**htlc, "onion": b""}}
+            elif obj["removal"] is not None:
+                spent.append(key)
+            rows.append((*key, _pack(obj)))
+        gone = [(cid, side, htlc_id) for side, htlc_id in dropped]
+        # deletes first: an id dropped and offered again (after a reconnection) is live
+        self.db.executemany(f"DELETE FROM htlcs {_HTLC_KEY}", gone)
+        self.db.executemany(f"DELETE FROM onions {_HTLC_KEY}", spent + gone)
+        self.db.executemany("INSERT OR REPLACE INTO htlcs VALUES (?, ?, ?, ?)", rows)
+        self.db.executemany("INSERT OR IGNORE INTO onions VALUES (?, ?, ?, ?)", onions)
         self._wrote()
 
     def htlcs(self, cid: bytes) -> list[Any]:
-        """Every stored HTLC record of channel ``cid``."""
-        return [_unpack(row[0]) for row in
-                self.db.execute("SELECT data FROM htlcs WHERE cid = ?", (cid,))]
+        """Every stored HTLC record of channel ``cid``, with its onion."""
+        records = []
+        for data, onion in self.db.execute(
+                "SELECT h.data, o.onion FROM htlcs h LEFT JOIN onions o "
+                "USING (cid, offerer, htlc_id) WHERE h.cid = ?", (cid,)):
+            record = _unpack(data)
+            if onion is not None:
+                record["htlc"]["onion"] = onion
+            records.append(record)
+        return records
 
     def rekey_htlcs(self, old: bytes, new: bytes) -> None:
         self.execute("UPDATE htlcs SET cid = ? WHERE cid = ?", (new, old))
+        self.execute("UPDATE onions SET cid = ? WHERE cid = ?", (new, old))
 
     def close(self) -> None:
         barrier.unregister(self.commit)

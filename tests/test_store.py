@@ -150,3 +150,33 @@ def test_items_round_trips_keys_and_records_and_delete_removes_one(store, table,
     store.delete(table, keys[0])
     assert store.items(table) == [(keys[1], records[1])]
     assert store.get(table, keys[0]) is None
+
+
+def _record(htlc_id: int, onion: bytes, removal: str | None = None) -> dict[str, Any]:
+    return {"offerer": 1, "htlc": {"htlc_id": htlc_id, "amount_msat": 1000,
+                                   "payment_hash": bytes(32), "cltv_expiry": 500,
+                                   "onion": onion},
+            "added": [1, 1], "add_seq": htlc_id, "removal": removal,
+            "removed": [None, None], "remove_seq": -1}
+
+
+def test_an_htlc_onion_is_stored_once_apart_and_joined_back(store, path):
+    """The onion is not rewritten with every change of its record, and loads with it;
+    once the record no longer holds it (resolved for good), the onion row goes."""
+    cid, onion = b"c" * 32, bytes(range(256)) * 5
+    store.write_htlcs(cid, [_record(0, onion)], [])
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        (data,), = other.execute("SELECT data FROM htlcs")
+        assert onion not in data
+    assert store.htlcs(cid)[0]["htlc"]["onion"] == onion
+    store.write_htlcs(cid, [_record(0, b"", removal="settle")], [])
+    assert store.htlcs(cid)[0]["htlc"]["onion"] == b""
+    assert store.db.execute("SELECT COUNT(*) FROM onions").fetchone() == (0,)
+
+
+def test_an_htlc_id_dropped_and_offered_again_in_one_write_is_kept(store):
+    """Deletes go first: the HTLC that took the id again survives the write."""
+    cid = b"c" * 32
+    store.write_htlcs(cid, [_record(7, b"old")], [])
+    store.write_htlcs(cid, [_record(7, b"new")], [(1, 7)])
+    assert [r["htlc"]["onion"] for r in store.htlcs(cid)] == [b"new"]
