@@ -139,6 +139,7 @@ class PeerService(ChannelVerbs, Service):
 
     async def teardown(self) -> None:
         self.gossip.close()
+        self.payer.persist()
         if self.links:
             await self.links.close()
         if self.follower:

@@ -32,6 +32,7 @@ from peers.pathfinding import (
 )
 
 MAX_TRIES = 8
+MISSION_SAVE_S = 5.0  # mission control is written at most this often
 CLTV_BUFFER = 2
 FINAL = {FailureCode.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, FailureCode.FINAL_INCORRECT_CLTV_EXPIRY,
          FailureCode.FINAL_INCORRECT_HTLC_AMOUNT, FailureCode.INVALID_ONION_PAYLOAD,
@@ -69,6 +70,7 @@ class Payer:
         self.mission = MissionControl.from_wire(stored) if stored else MissionControl(
             half_life_s=node.config.timers.ping_interval * 60)
         self.waiting: dict[tuple[bytes, int], asyncio.Future] = {}
+        self._save_timer: asyncio.TimerHandle | None = None
 
     def local_outbound(self) -> dict[int, int]:
         """What we can spend now on each of our open channels (after reserve and fee)."""
@@ -100,7 +102,11 @@ class Payer:
                 routes = self.routes(req)
             except NoRouteError as exc:
                 return {"status": "failed", "failure": f"{exc} ({exc.reason})"}
-            results = await asyncio.gather(*(self._attempt(req, r, deadline) for r in routes))
+            if len(routes) == 1:  # no task to make and wait for
+                results = [await self._attempt(req, routes[0], deadline)]
+            else:
+                results = await asyncio.gather(*(self._attempt(req, r, deadline)
+                                                 for r in routes))
             won = [r for r in results if r.get("preimage")]
             if won:
                 return {"status": "succeeded", "preimage": won[0]["preimage"],
@@ -155,15 +161,19 @@ class Payer:
             self.mission.record_failure(route[0].short_channel_id, self.node.node_id,
                                         route[0].node_id, route[0].amount_msat, time.time())
             return {"failure": f"first hop refused: {exc}"}
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting[(ch.cid, htlc.htlc_id)] = future
+        timer = loop.call_later(max(1.0, deadline - time.time()),
+                                lambda: future.done() or future.set_result({"timeout": True}))
         try:
-            outcome = await asyncio.wait_for(future, max(1.0, deadline - time.time()))
-        except TimeoutError:
+            outcome = await future
+        finally:
+            timer.cancel()
+            self.waiting.pop((ch.cid, htlc.htlc_id), None)
+        if "timeout" in outcome:
             return {"failure": "no outcome in time (the HTLC is still in flight)",
                     "final": True}
-        finally:
-            self.waiting.pop((ch.cid, htlc.htlc_id), None)
         if "preimage" in outcome:
             self._learn_success(route)
             return outcome
@@ -223,6 +233,16 @@ class Payer:
         return {"failure": text}
 
     def _save(self) -> None:
+        """Mission control is written at most every MISSION_SAVE_S (and at a clean stop):
+        it is a memory of what worked, not money; a crash forgets a few seconds of it."""
+        if self._save_timer is None:
+            self._save_timer = asyncio.get_running_loop().call_later(
+                MISSION_SAVE_S, self.persist)
+
+    def persist(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
         self.node.store.set_value("mission_control", self.mission.to_wire())
 
     # --- outcomes from the channel manager ---------------------------------------------

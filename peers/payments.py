@@ -120,10 +120,10 @@ class Payments:
                   "parts": 1, "kind": info.pop("kind", "invoice"), **info}
         self.store.put("payments", req.payment_hash, record)
         self._running[req.payment_hash] = record
-        task = self.node.spawn(self._run(req, time.time() + timeout), "pay")
         if not wait:
+            self.node.spawn(self._run(req, time.time() + timeout), "pay")
             return {"payment_hash": req.payment_hash, "status": "pending"}
-        outcome = await task
+        outcome = await self._run(req, time.time() + timeout)  # in the caller's task
         if outcome["status"] != "succeeded":
             raise PaymentFailed(outcome.get("failure") or "payment failed")
         return outcome
