@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class Service:
         self.tasks: set[asyncio.Task] = set()
         self.control: zmq.asyncio.Socket | None = None
         self._control_io: SocketIO | None = None
+        self._replies: list[tuple[bytes, bytes]] = []
 
     # --- life cycle -------------------------------------------------------------
     async def setup(self) -> None:
@@ -155,11 +157,23 @@ class Service:
         except Exception as exc:  # a bug in a verb must not kill the process
             self.log.error("control: internal error: %r", exc, exc_info=exc)
             reply = envelope.pack_reply(rid, error={"code": "internal", "message": repr(exc)})
+        self._replies.append((identity, reply))
+        if len(self._replies) == 1:
+            asyncio.get_running_loop().call_soon(self._send_replies)
+
+    def _send_replies(self) -> None:
+        """The replies of one loop turn leave together, after one pass of the barrier."""
+        replies, self._replies = self._replies, []
         try:
             barrier.before_send()
-            self._control_io.send_multipart([identity, reply])
-        except zmq.ZMQError as exc:
-            self.log.info("control: caller went away before the reply (%s)", exc)
+        except Exception as exc:  # not durable, so not answered: the callers time out
+            self.log.error("control: %d replies not sent: %r", len(replies), exc, exc_info=exc)
+            return
+        for identity, reply in replies:
+            try:
+                self._control_io.send_multipart([identity, reply])
+            except zmq.ZMQError as exc:
+                self.log.info("control: caller went away before the reply (%s)", exc)
 
     async def dispatch(self, op: str, args: dict[str, Any]) -> Any:
         """Call ``rpc_<op>(**args)``; bad verbs and arguments are BadRequest."""
@@ -167,7 +181,11 @@ class Service:
         if handler is None:
             raise BadRequest(f"unknown verb {op!r}; known: {', '.join(self.verbs())}")
         try:
-            inspect.signature(handler).bind(**args)
+            func = getattr(handler, "__func__", None)
+            if func is not None:  # a method: its signature (with self) is made once
+                _signature(func).bind(handler.__self__, **args)
+            else:
+                inspect.signature(handler).bind(**args)
         except TypeError as exc:
             raise BadRequest(f"{op}: {exc}") from None
         result = handler(**args)
@@ -188,6 +206,11 @@ class Service:
         """List the control verbs with their one-line help."""
         return {v: (inspect.getdoc(getattr(self, f"rpc_{v}")) or "").split("\n")[0]
                 for v in self.verbs()}
+
+
+@lru_cache(maxsize=1024)
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
 
 
 def run_service(service: Service) -> int:
