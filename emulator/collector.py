@@ -104,9 +104,10 @@ class EventCollector:
             except zmq.Again:
                 break
             for data in frames:
-                event = self._decode(data)
-                if event is not None:
-                    lines.append(json.dumps(event))
+                decoded = self._decode(data)
+                if decoded is not None:
+                    event, line = decoded
+                    lines.append(line)
                     with self._lock:
                         self._recent.append(event)
         if lines:
@@ -114,7 +115,8 @@ class EventCollector:
             out.flush()
             self.count += len(lines)
 
-    def _decode(self, data: bytes) -> dict[str, Any] | None:
+    def _decode(self, data: bytes) -> tuple[dict[str, Any], str] | None:
+        """The event and its JSON line, or None (counted) if it is malformed."""
         try:
             env = envelope.unpack(data, max_bytes=envelope.CONTROL_MAX_BYTES)
             if env.type != "event":
@@ -122,8 +124,7 @@ class EventCollector:
             body = env.body
             event = {"ts": body["ts"], "proc": body["proc"], "kind": body["kind"],
                      "data": envelope.to_plain(body["data"])}
-            json.dumps(event)  # reject what JSON cannot hold before counting it
-            return event
+            return event, json.dumps(event)  # what JSON cannot hold is rejected here
         except (envelope.EnvelopeError, TypeError, ValueError) as exc:
             self.malformed += 1
             if self.malformed <= 10:
