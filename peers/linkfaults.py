@@ -34,6 +34,7 @@ class Fault:
     held: bytes | None = None  # a message waiting to be swapped with the next (reorder)
     queue: asyncio.Queue | None = None
     last_due: float = 0.0
+    pending: int = 0  # delayed messages not sent yet (queued, or waiting for their time)
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, what: str) -> None:
@@ -56,6 +57,9 @@ class LinkFaults:
 
     def __init__(self) -> None:
         self.faults: dict[bytes, Fault] = {}
+        # healed faults whose delayed messages are still on their way: what is sent
+        # meanwhile queues behind them (else it would overtake them: a session gap)
+        self.healing: dict[bytes, Fault] = {}
         self._drainers: set[asyncio.Task] = set()  # held here: the loop keeps weak refs only
 
     def set(self, peer: bytes, seed: int = 0, delay_ms: float = 0, jitter_ms: float = 0,
@@ -67,9 +71,9 @@ class LinkFaults:
         fault = Fault(float(delay_ms), float(jitter_ms), _probability(loss, "loss"),
                       _probability(duplicate, "duplicate"), _probability(reorder, "reorder"),
                       bool(partitioned), random.Random(f"{seed}:{peer.hex()}"))
-        old = self.faults.get(peer)
+        old = self.faults.get(peer) or self.healing.pop(peer, None)
         if old is not None and old.queue is not None:
-            fault.queue, fault.last_due = old.queue, old.last_due
+            fault.queue, fault.last_due, fault.pending = old.queue, old.last_due, old.pending
         self.faults[peer] = fault
         return fault
 
@@ -77,8 +81,13 @@ class LinkFaults:
         """Remove the faults towards ``peer`` (every peer when None)."""
         for key in [peer] if peer is not None else list(self.faults):
             fault = self.faults.pop(key, None)
-            if fault is not None and fault.queue is not None:
-                fault.delay_ms = fault.jitter_ms = 0  # what is queued still goes, in order
+            if fault is not None and fault.pending:  # what is queued still goes, in order
+                self.healing[key] = Fault(queue=fault.queue, last_due=fault.last_due,
+                                          pending=fault.pending, counts=fault.counts)
+
+    def active(self, peer: bytes) -> bool:
+        """Must what goes to ``peer`` pass through here (a fault, or one still draining)?"""
+        return peer in self.faults or peer in self.healing
 
     def blocks(self, peer: bytes) -> bool:
         """True while ``peer`` is partitioned from us (nothing in, nothing out)."""
@@ -87,7 +96,7 @@ class LinkFaults:
 
     async def transmit(self, peer: bytes, data: bytes, send: Send) -> None:
         """Send ``data`` to ``peer`` through its faults."""
-        fault = self.faults.get(peer)
+        fault = self.faults.get(peer) or self.healing.get(peer)
         if fault is None:
             await send(data)
             return
@@ -106,9 +115,9 @@ class LinkFaults:
             copies.append(fault.held)
             fault.held = None
         for item in copies:
-            await self._delayed(fault, item, send)
+            await self._delayed(peer, fault, item, send)
 
-    async def _delayed(self, fault: Fault, data: bytes, send: Send) -> None:
+    async def _delayed(self, peer: bytes, fault: Fault, data: bytes, send: Send) -> None:
         if fault.delay_ms <= 0 and fault.jitter_ms <= 0 and fault.queue is None:
             await send(data)
             return
@@ -117,14 +126,14 @@ class LinkFaults:
         fault.last_due = max(due, fault.last_due)  # order is kept: never before the last
         if fault.queue is None:
             fault.queue = asyncio.Queue()
-            task = asyncio.create_task(self._drain(fault.queue, send))
+            task = asyncio.create_task(self._drain(peer, fault.queue, send))
             self._drainers.add(task)
             task.add_done_callback(self._drainers.discard)
         fault.count("delayed")
+        fault.pending += 1
         await fault.queue.put((fault.last_due, data))
 
-    @staticmethod
-    async def _drain(queue: asyncio.Queue, send: Send) -> None:
+    async def _drain(self, peer: bytes, queue: asyncio.Queue, send: Send) -> None:
         loop = asyncio.get_running_loop()
         while True:
             due, data = await queue.get()
@@ -135,3 +144,8 @@ class LinkFaults:
                 await send(data)
             except Exception:  # the link went down meanwhile: the session layer notices
                 pass
+            fault = self.faults.get(peer) or self.healing.get(peer)
+            if fault is not None and fault.queue is queue:
+                fault.pending -= 1
+                if not fault.pending:
+                    self.healing.pop(peer, None)  # all out: sends go direct again

@@ -139,7 +139,7 @@ class LinkManager:
         session, seq = link.outbound.stamp()
         session, seq = self._apply_fault(link, session, seq)
         data = envelope.pack(type_name, body, sender=self.node_id, session=session, seq=seq)
-        if node_id in self.faults.faults:
+        if self.faults.active(node_id):
             await self._send_raw(link, data)
             return
         queued = self._outbox.get(id(link.outbound))
