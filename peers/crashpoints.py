@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
+from functools import cache
 
 from emulator import barrier
 
@@ -46,9 +47,21 @@ def set_target(spec: str | None) -> None:
 
 
 def _target() -> tuple[str, int] | None:
-    spec = _runtime if _runtime is not None else os.environ.get(ENV, "")
+    spec = _runtime if _runtime is not None else _from_env()
     if not spec:
         return None
+    return _parse(spec)
+
+
+@cache
+def _from_env() -> str:
+    # read once, in the peer process (the fork server imports this module before the
+    # peer's environment is set, but never reaches a point itself)
+    return os.environ.get(ENV, "")
+
+
+@cache
+def _parse(spec: str) -> tuple[str, int]:
     parts = spec.split(":")
     nth = int(parts[2]) if len(parts) > 2 else 1
     return f"{parts[0]}:{parts[1]}", nth
