@@ -6,6 +6,7 @@ are multiplied by the ``LNEMU_TIMEOUT_SCALE`` environment variable (a float, def
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -63,3 +64,19 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "",
             raise WaitTimeout(f"timed out after {limit:.2f} s waiting for {name}")
         time.sleep(min(pause, left))
         pause = min(max(pause * 2, 0.001), MAX_INTERVAL)
+
+
+async def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "",
+                     interval: float = 0.01) -> T:
+    """:func:`wait_for` inside an event loop: the pauses let the loop run meanwhile."""
+    limit = timeout * timeout_scale()
+    deadline = time.monotonic() + limit
+    while True:
+        result = predicate()
+        if result:
+            return result
+        left = deadline - time.monotonic()
+        if left <= 0:
+            name = what or getattr(predicate, "__name__", repr(predicate))
+            raise WaitTimeout(f"timed out after {limit:.2f} s waiting for {name}")
+        await asyncio.sleep(min(interval, left))

@@ -28,7 +28,7 @@ from emulator import barrier, envelope, transport
 from emulator.envelope import Envelope
 from emulator.events import EventEmitter
 from emulator.session import OutboundSession
-from emulator.waiting import timeout_scale
+from emulator.waiting import timeout_scale, wait_until
 from peers.config import Timers
 from peers.links import SMALL_BATCH, LinkManager
 
@@ -128,14 +128,8 @@ async def make_peers(sock_dir: Path, *names: str) -> AsyncIterator[list[Peer]]:
 
 
 async def until(predicate: Callable[[], object], what: str) -> None:
-    """Poll ``predicate`` until it holds; fail the test, naming ``what``, at the timeout."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(POLL_INTERVAL)
-    try:
-        await asyncio.wait_for(poll(), TIMEOUT * timeout_scale())
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
+    """Wait until ``predicate`` holds (WaitTimeout, naming ``what``, at the timeout)."""
+    await wait_until(predicate, TIMEOUT, what=what, interval=POLL_INTERVAL)
 
 
 async def start_and_connect(dialer: Peer, *listeners: Peer) -> None:

@@ -1,11 +1,13 @@
 """The one wait helper: back-off, scaled timeouts, errors that say what was awaited."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from emulator import waiting
 from emulator.errors import LnemuError
-from emulator.waiting import WaitTimeout, wait_for
+from emulator.waiting import WaitTimeout, wait_for, wait_until
 
 
 class FakeClock:
@@ -105,3 +107,17 @@ def test_real_clock_short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     assert wait_for(lambda: calls.append(1) or len(calls) >= 3, timeout=5) is True
     with pytest.raises(WaitTimeout):
         wait_for(lambda: False, timeout=0.05)
+
+
+def test_wait_until_lets_the_loop_run_and_names_what_timed_out():
+    """The async form returns the predicate's value once a task made it true, and
+    names what it waited for when it never is."""
+    async def scenario() -> object:
+        box: list[str] = []
+        asyncio.get_running_loop().call_later(0.02, box.append, "done")
+        found = await wait_until(lambda: box and box[0], timeout=5)
+        with pytest.raises(WaitTimeout, match="the impossible"):
+            await wait_until(lambda: False, timeout=0.05, what="the impossible")
+        return found
+
+    assert asyncio.run(scenario()) == "done"
