@@ -433,11 +433,7 @@ def print_table(r: dict[str, Any]) -> None:
                 shown += 1
 
 
-def main() -> None:
-    # The event collector is a thread of this process: with the default 5 ms switch
-    # interval, a reply could wait that long for the GIL while the collector writes
-    # events, which would measure this process, not the network.
-    sys.setswitchinterval(0.0002)
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payments", type=int, default=2000,
@@ -451,7 +447,15 @@ def main() -> None:
     parser.add_argument("--profile-dest", default="b", choices=PEERS[1:],
                         help="the payee during profiling: b (1 hop, default) or d (3 hops)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    # The event collector is a thread of this process: with the default 5 ms switch
+    # interval, a reply could wait that long for the GIL while the collector writes
+    # events, which would measure this process, not the network.
+    sys.setswitchinterval(0.0002)
+    args = arguments()
     # every phase has its own channels: stay well inside a channel's capacity
     total = max(args.payments + 64, args.latency_payments + 10, 4000 if args.profile else 0)
     amount_msat = min(args.amount_sat * 1000, int(CAPACITY_SAT * 1000 * 0.85) // total)
