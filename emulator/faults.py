@@ -72,20 +72,31 @@ def stop(net: Network, peer: str) -> None:
 
 
 # --- link faults -------------------------------------------------------------------
+def _answers(net: Network, name: str) -> bool:
+    """Can ``name`` take a call now (started, not exited, not paused)?"""
+    proc = net.process(name)
+    return proc.running and not proc.paused
+
+
 def link(net: Network, peer: str, to: str, seed: int = 0, **params: Any) -> None:
     """Faults on the link from ``peer`` to ``to`` (one direction): delay_ms, jitter_ms,
     loss, duplicate, reorder (probabilities); heal: dev_heal."""
+    if net.process(_peer(net, peer)).paused:  # it would not answer: fail now, not in 10 s
+        raise LnemuError(f"{peer} is paused: its link faults cannot be set now",
+                         code="peer_paused")
     net.rpc(_peer(net, peer)).call("dev_linkfaults", node_id=net.node_id(_peer(net, to)),
                                    seed=seed, **params)
 
 
 def partition(net: Network, peers: list[str]) -> None:
-    """Cut ``peers`` off from everyone else, both ways (heal: heal_links)."""
+    """Cut ``peers`` off from everyone else, both ways (heal: heal_links). Each side
+    drops what comes from the other, so a paused peer (which answers nothing) is cut
+    off by the other side alone; waiting for it would stall the whole schedule."""
     inside = {_peer(net, p) for p in peers}
     for a in inside:
         for b in set(net.plans) - inside:
             for x, y in ((a, b), (b, a)):
-                if net.process(x).running:
+                if _answers(net, x):
                     net.rpc(x).call("dev_linkfaults", node_id=net.node_id(y), partitioned=True)
 
 
@@ -94,7 +105,9 @@ def heal_links(net: Network) -> None:
     others from being healed, and is named in the error raised afterwards."""
     unreachable = []
     for name in net.plans:
-        if net.process(name).running:
+        if net.process(name).paused:
+            unreachable.append(f"{name} (paused)")
+        elif net.process(name).running:
             try:
                 net.rpc(name).call("dev_heal", timeout=HEAL_TIMEOUT_S)
             except LnemuError as exc:

@@ -135,6 +135,7 @@ class ManagedProcess:
         self.log_path = self.data_dir / LOG_FILE
         self.ready_path = self.data_dir / READY_FILE
         self.expected_exit = False  # set when we stopped or killed it on purpose
+        self.paused = False  # frozen by pause(): it answers nothing until resume()
         self.start_seq = 0  # order of the last start() among all processes
         self.forkserver = forkserver
         self._popen: subprocess.Popen | ForkedChild | None = None
@@ -169,6 +170,7 @@ class ManagedProcess:
                              code="already_running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ready_path.unlink(missing_ok=True)  # a stale ready file would lie
+        self.paused = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         parent_pid = os.getpid()
         forked = self.forkserver is not None and self._runs_a_module()
@@ -266,10 +268,12 @@ class ManagedProcess:
     def pause(self) -> None:
         """Freeze the process group (SIGSTOP): alive but unresponsive."""
         self._signal_group(signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         """Let a paused process group run again (SIGCONT)."""
         self._signal_group(signal.SIGCONT)
+        self.paused = False
 
     def log_tail(self, n: int = 30) -> str:
         """The last ``n`` lines of the process's log ('' if there is none)."""

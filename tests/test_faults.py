@@ -124,3 +124,28 @@ def test_heal_links_heals_every_peer_it_can_reach(net):
     faults.heal_links(net)  # everyone answers now
     _pays(net)
     worth_conserved(net)
+
+
+def test_faults_on_a_paused_peer_do_not_stall_the_schedule(net, monkeypatch):
+    """A partition around a paused peer is set on the other side only; a link fault
+    asked of a paused peer fails at once, naming it. The frozen peer is never called
+    (chaos seed 13: each call waited 10 s for it, so its 2.6 s pause lasted 30 s)."""
+    from emulator.errors import LnemuError
+    faults.inject(net, "pause", peer="b")
+    called: list[str] = []
+    rpc = net.rpc
+    monkeypatch.setattr(net, "rpc", lambda name: called.append(name) or rpc(name))
+    try:
+        faults.inject(net, "partition", peers=["b"])
+        with pytest.raises(LnemuError, match="b is paused"):
+            faults.inject(net, "link", peer="b", to="a", delay_ms=30)
+        assert "b" not in called and {"a", "c"} <= set(called)
+        for name in ("a", "c"):  # they cut b off themselves
+            wait_for(lambda n=name: net.sup.collector.events(kind="fault_link",
+                                                             proc=f"peer {n}"),
+                     10, what=f"{name} partitioned from b")
+    finally:
+        faults.heal(net, "pause", peer="b")
+    faults.heal_links(net)
+    _pays(net)
+    worth_conserved(net)
