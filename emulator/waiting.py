@@ -42,6 +42,22 @@ def timeout_scale() -> float:
     return scale
 
 
+class _Deadline:
+    """One wait's deadline (scaled by ``LNEMU_TIMEOUT_SCALE``) and what it waits for."""
+
+    def __init__(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        self.limit = timeout * timeout_scale()
+        self.at = time.monotonic() + self.limit
+        self.what = what or getattr(predicate, "__name__", repr(predicate))
+
+    def left(self) -> float:
+        """Seconds until the deadline; WaitTimeout, naming what, once it has passed."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(f"timed out after {self.limit:.2f} s waiting for {self.what}")
+        return left
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "",
              interval: float = 0.01) -> T:
     """Poll ``predicate`` until it returns something truthy and return that value.
@@ -51,32 +67,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "",
     at the deadline, then :class:`WaitTimeout` names ``what`` and the timeout.
     Exceptions raised by the predicate propagate unchanged.
     """
-    limit = timeout * timeout_scale()
-    deadline = time.monotonic() + limit
+    deadline = _Deadline(predicate, timeout, what)
     pause = max(interval, 0.0)
-    while True:
-        result = predicate()
-        if result:
-            return result
-        left = deadline - time.monotonic()
-        if left <= 0:
-            name = what or getattr(predicate, "__name__", repr(predicate))
-            raise WaitTimeout(f"timed out after {limit:.2f} s waiting for {name}")
-        time.sleep(min(pause, left))
+    while not (result := predicate()):
+        time.sleep(min(pause, deadline.left()))
         pause = min(max(pause * 2, 0.001), MAX_INTERVAL)
+    return result
 
 
 async def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "",
                      interval: float = 0.01) -> T:
     """:func:`wait_for` inside an event loop: the pauses let the loop run meanwhile."""
-    limit = timeout * timeout_scale()
-    deadline = time.monotonic() + limit
-    while True:
-        result = predicate()
-        if result:
-            return result
-        left = deadline - time.monotonic()
-        if left <= 0:
-            name = what or getattr(predicate, "__name__", repr(predicate))
-            raise WaitTimeout(f"timed out after {limit:.2f} s waiting for {name}")
-        await asyncio.sleep(min(interval, left))
+    deadline = _Deadline(predicate, timeout, what)
+    while not (result := predicate()):
+        await asyncio.sleep(min(interval, deadline.left()))
+    return result
