@@ -38,9 +38,11 @@ class Forwarder:
         self.links: dict[str, dict[str, Any]] = dict(node.store.items("forwards"))
         self._upstream_index = {(link["in_cid"], link["in_id"]): key
                                 for key, link in self.links.items()}
-        for key, link in node.store.value("forwards", {}).items():  # an older store's map
-            self._link(key, link)
-        node.store.delete("kv", "forwards")
+        legacy = node.store.value("forwards")  # an older store keeps one map in kv
+        if legacy is not None:
+            for key, link in legacy.items():
+                self._link(key, link)
+            node.store.delete("kv", "forwards")
         self.earned_msat = node.store.value("fees_earned_msat", 0)
         self._chain_tip, self._height_asked_at = 0, -HEIGHT_FRESH_S
 

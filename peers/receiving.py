@@ -46,9 +46,11 @@ class Receiver:
         self.held: dict[bytes, PartSet] = {}
         # payment hash -> [[channel id, htlc id], ...] of invoices not yet paid for good
         self.settling: dict[bytes, list] = dict(self.store.items("settling"))
-        for payment_hash, parts in self.store.value("settling", {}).items():  # older stores
-            self._track(payment_hash, parts)
-        self.store.delete("kv", "settling")
+        legacy = self.store.value("settling")  # an older store keeps one map in kv
+        if legacy is not None:
+            for payment_hash, parts in legacy.items():
+                self._track(payment_hash, parts)
+            self.store.delete("kv", "settling")
         fast = node.config.timers.ping_interval < 10
         self.mpp_timeout_s = TEST_MPP_TIMEOUT_S if fast else MPP_TIMEOUT_S
 
