@@ -72,6 +72,10 @@ class Service:
     async def teardown(self) -> None:
         """Release resources. Subclasses extend."""
 
+    def resumed(self) -> None:
+        """Called after the process was paused (SIGSTOP) and let run again (SIGCONT).
+        Subclasses extend: what they know of the world may be out of date."""
+
     def ready_info(self) -> dict[str, Any]:
         """What the ready file tells the supervisor."""
         return {"pid": os.getpid(), "control": self.control_endpoint}
@@ -97,6 +101,7 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGCONT, self.resumed)
         self.control = transport.router(self.ctx, self.control_endpoint)
         await self.setup()
         self._control_io = SocketIO(self.control, self._on_control)

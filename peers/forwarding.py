@@ -9,7 +9,6 @@ onion; a check that fails here goes upstream as an error built by us.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from emulator.crypto import sphinx
@@ -21,7 +20,6 @@ from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
 from peers.onion_payloads import HopPayload, failure_message
 
 MIN_EXPIRY_MARGIN = 3  # blocks we want before an outgoing HTLC's expiry
-HEIGHT_FRESH_S = 0.2  # how long an answer of the chain's height is trusted
 
 
 def _key(cid: bytes, htlc_id: int) -> str:
@@ -44,7 +42,8 @@ class Forwarder:
                 self._link(key, link)
             node.store.delete("kv", "forwards")
         self.earned_msat = node.store.value("fees_earned_msat", 0)
-        self._chain_tip, self._height_asked_at = 0, -HEIGHT_FRESH_S
+        # the chain's tip as last asked; our view may lag it after a start or a pause
+        self._chain_tip, self._view_stale = 0, True
 
     def _link(self, key: str, link: dict[str, Any]) -> None:
         self.links[key] = link
@@ -106,14 +105,18 @@ class Forwarder:
         link = self.links.get(key) if key is not None else None
         return key if link is not None and link["payment_hash"] == htlc.payment_hash else None
 
+    def resumed(self) -> None:
+        """We were paused (SIGCONT): blocks may have come that our view lacks."""
+        self._view_stale = True
+
     async def _chain_height(self) -> int:
-        """The chain's height, not only our view of it (we may have been paused while
-        blocks came): asked again once the last answer is older than HEIGHT_FRESH_S."""
-        now = time.monotonic()
-        if now - self._height_asked_at > HEIGHT_FRESH_S:
+        """The chain's height: our view (the block feed keeps it current), except just
+        after a start or a pause, when the chain is asked once (blocks may have come
+        while our view could not follow)."""
+        if self._view_stale:
             try:
                 self._chain_tip = await self.node.chain.call("getheight")
-                self._height_asked_at = now
+                self._view_stale = False
             except LnemuError:
                 pass
         return max(self.node.height, self._chain_tip)

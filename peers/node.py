@@ -152,6 +152,14 @@ class PeerService(ChannelVerbs, Service):
         return {**super().ready_info(), "node_id": self.node_id.hex(), "p2p": self.config.p2p}
 
     # --- chain ----------------------------------------------------------------------
+    def resumed(self) -> None:
+        """After a pause our view of the chain may lag: catch up now, and let the
+        forwarder ask the chain's height before it trusts ours."""
+        self.events.emit("resumed", height=self.height)
+        self.forwarder.resumed()
+        if self.follower is not None and not self.stopping.is_set():
+            self.spawn(self.follower.catch_up(), "catch-up-after-pause")
+
     async def on_block(self, height: int, block_hash: bytes, txs: list[Tx]) -> None:
         for txid in self.wallet.apply_block(height, txs):
             self.events.emit("tx_confirmed", txid=txid, height=height)

@@ -149,3 +149,17 @@ def test_faults_on_a_paused_peer_do_not_stall_the_schedule(net, monkeypatch):
     faults.heal_links(net)
     _pays(net)
     worth_conserved(net)
+
+
+def test_a_resumed_peer_says_so_and_catches_up(net):
+    """After SIGCONT a peer reports ``resumed``, catches up with the blocks mined while it
+    was frozen, and its forwarder asks the chain's height before it trusts its own."""
+    faults.inject(net, "pause", peer="b")
+    try:
+        paused_at = net.chain.call("getheight")
+        net.chain.call("mine", n=3)
+    finally:
+        faults.heal(net, "pause", peer="b")
+    _saw(net, "resumed")
+    wait_for(lambda: net.rpc("b").call("getinfo")["blockheight"] >= paused_at + 3, 10,
+             what="b caught up with the blocks mined while it was paused")
