@@ -330,8 +330,8 @@ class LinkManager:
             return
         for i, data in enumerate(frames[1:], start=2):
             kind = await self._receive(frames[0], data, None)
-            if kind in URGENT and i < len(frames) <= SMALL_BATCH + 1:
-                await self._let_it_through()
+            if kind in URGENT and len(frames) <= SMALL_BATCH + 1:
+                await self._let_it_through(last=i == len(frames))
 
     async def _on_dealer_message(self, link: Link, sock: zmq.asyncio.Socket,
                                  frames: list[bytes]) -> None:
@@ -339,16 +339,17 @@ class LinkManager:
             if link.dealer is not sock:  # a redial replaced the socket
                 return
             kind = await self._receive(link.node_id, data, link)
-            if kind in URGENT and i < len(frames) <= SMALL_BATCH:
-                await self._let_it_through()
+            if kind in URGENT and len(frames) <= SMALL_BATCH:
+                await self._let_it_through(last=i == len(frames))
 
-    async def _let_it_through(self) -> None:
+    async def _let_it_through(self, last: bool) -> None:
         """What an urgent message set off (a preimage going upstream, a payer's answer)
-        goes out before the rest of its small batch (say, a commitment to check) is
-        handled. A big batch (a loaded channel) is handled whole instead, so that one
-        commitment covers all of it."""
+        goes out before the rest of its small batch, or the next batch already queued
+        (say, a commitment to check), is handled. A big batch (a loaded channel) is
+        handled whole instead, so that one commitment covers all of it."""
         self.flush()
-        await asyncio.sleep(0)
+        if not last:
+            await asyncio.sleep(0)
 
     async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> str | None:
         """Handle one message; its type once it reached the handler (else None)."""
