@@ -2,8 +2,11 @@
 
 Sending never blocks: events go out on a PUSH socket with non-blocking sends and a
 deep queue, so none is lost while the collector is up; with no collector configured
-they go to the process's own log only. Inside an event loop, the events of one loop
-iteration leave together as one multipart message (one send instead of many).
+they go to the process's own log only. Inside an event loop, the events of up to
+``BATCH_S`` leave together as one multipart message: one send, and one wake-up of the
+collector, instead of one per turn of the loop (on a busy peer, hundreds a second
+that each took a core from the processes doing the work). Each event keeps the time
+it was emitted; a clean stop sends what is held.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Any
 import zmq
 
 from emulator import barrier, envelope, sockio, transport
+
+BATCH_S = 0.02  # events are held this long at most, then sent together
 
 
 class EventEmitter:
@@ -43,7 +48,7 @@ class EventEmitter:
             return
         if not self._pending:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(BATCH_S, self.flush)
             except RuntimeError:  # no event loop here (the runner's nemesis): send now
                 self._pending.append(frame)
                 self.flush()
