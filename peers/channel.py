@@ -161,7 +161,9 @@ class Channel:
         for the peer), so that signing or checking them does not wait for it."""
         if self.ledger is None or self.remote is None:
             return
-        self.commitment_keys(Side.LOCAL, self.ledger.ctn_latest(Side.LOCAL) + 1)
+        local_next = self.ledger.ctn_latest(Side.LOCAL) + 1
+        self.commitment_keys(Side.LOCAL, local_next)
+        self.local_point(local_next + 1)  # sent in the revoke_and_ack for local_next
         remote_next = self.ledger.ctn_latest(Side.REMOTE) + 1
         if remote_next in self.remote_points:
             self.commitment_keys(Side.REMOTE, remote_next)

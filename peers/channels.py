@@ -29,9 +29,6 @@ UPDATE_MESSAGES = {"update_add_htlc", "update_fulfill_htlc", "update_fail_htlc",
                    "update_fail_malformed_htlc", "update_fee", "commitment_signed",
                    "revoke_and_ack", "shutdown", "closing_signed", "channel_ready"}
 ZERO32 = b"\x00" * 32
-# Keys of the next commitments are derived ahead, once what is due now (forwarding the
-# HTLCs this revocation locked in, our next commitment_signed) has gone out.
-WARM_AFTER_S = 0.001
 
 
 class ChannelManager:
@@ -161,7 +158,9 @@ class ChannelManager:
 
     async def _commit(self, ch: Channel) -> None:
         self._commit_scheduled.discard(ch.cid)
+        loop = asyncio.get_running_loop()
         if not self._can_commit(ch):
+            loop.call_soon(ch.warm)
             return
         body = self._sign_commit(ch)
         if self.planted_bug == "sign_before_persist":  # dev: the ordering bug, on purpose
@@ -170,7 +169,7 @@ class ChannelManager:
         self.save(ch)  # never sign two states with one number: persist the commitment first
         if self.planted_bug != "sign_before_persist":
             await self.send(ch, "commitment_signed", body)
-        asyncio.get_running_loop().call_later(WARM_AFTER_S, ch.warm)  # while the peer answers
+        loop.call_soon(ch.warm)  # after the flush that sends it: while the peer answers
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -282,6 +281,11 @@ class ChannelManager:
         ch.ledger.send_revoke()
         ch.last_sent = "revoke"
         self.events.emit("revocation", channel_id=ch.cid, ctn=ctn - 1, side="local")
+        # our own commitment_signed, if due, goes right after the revocation (no extra
+        # turn of the loop) and covers every update sent before it; signed now, it is
+        # persisted with the revocation, in one write
+        commit = self._sign_commit(ch) if not self.withhold_revoke and \
+            not self.planted_bug and self._can_commit(ch) else None
         self.save(ch)  # persist before revoking: the old state is dead from here on
         self.node.receiver.check_settled(ch)
         if self.withhold_revoke:
@@ -289,9 +293,11 @@ class ChannelManager:
         await self.send(ch, "revoke_and_ack", {
             "channel_id": ch.cid, "per_commitment_secret": secret,
             "next_per_commitment_point": ch.local_point(ctn + 1)})
-        # our own commitment_signed, if due, right after the revocation (no extra turn
-        # of the loop); signed only now, so it covers every update sent before it
-        await self._commit(ch)
+        if commit is None:
+            await self._commit(ch)
+            return
+        await self.send(ch, "commitment_signed", commit)
+        asyncio.get_running_loop().call_soon(ch.warm)
 
     async def on_revoke_and_ack(self, ch: Channel, body: dict[str, Any]) -> None:
         if not ch.ledger.awaiting_revoke():
@@ -306,7 +312,6 @@ class ChannelManager:
         ch.remote_points.pop(revoked - 1, None)
         ch.ledger.recv_revoke()
         self.save(ch)
-        asyncio.get_running_loop().call_later(WARM_AFTER_S, ch.warm)  # the next point is known
         self.events.emit("revocation", channel_id=ch.cid, ctn=revoked, side="remote")
         await self.node.tower_client.on_revocation(ch, revoked)
         await self.node.closing.maybe_negotiate(ch)
