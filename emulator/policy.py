@@ -40,6 +40,7 @@ from emulator.policy_format import (  # noqa: F401  (re-exported: the policy API
     multi,
     older,
     or_,
+    packed_policy,
     pk,
     revocation,
     sha256,

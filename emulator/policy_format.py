@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from emulator.crypto.ecdsa import parse_pubkey
 from emulator.errors import DecodeError
 
@@ -128,9 +130,10 @@ _CHECKERS = {
 
 class _Checked(list):
     """A policy node made by a builder below, so already checked: a tree built of such
-    nodes is checked once, not again at every level (counts are kept for the limits)."""
+    nodes is checked once, not again at every level (counts are kept for the limits).
+    Like every policy it is never changed once built, so its msgpack form is kept too."""
 
-    __slots__ = ("nodes", "depth")
+    __slots__ = ("nodes", "depth", "packed")
 
 
 def _check_node(node: Any, where: str, depth: int, budget: _Budget) -> None:
@@ -154,6 +157,19 @@ def _check_node(node: Any, where: str, depth: int, budget: _Budget) -> None:
         )
     budget.take(1, where)
     _CHECKERS[name](node, where, depth, budget)
+
+
+def packed_policy(cond: list) -> bytes:
+    """The canonical msgpack bytes of ``cond``; of a tree made by the builders, computed
+    once (a commitment's HTLC policy is hashed into its txid, sorted by, and hashed
+    again into the sighash of its HTLC transaction)."""
+    if type(cond) is not _Checked:
+        return msgpack.packb(cond, use_bin_type=True)
+    try:
+        return cond.packed
+    except AttributeError:
+        cond.packed = msgpack.packb(cond, use_bin_type=True)
+        return cond.packed
 
 
 def check_policy(cond: Any) -> None:
@@ -182,11 +198,14 @@ def _leaf(node: list) -> list:
 
 def _branch(node: list, children: tuple[list, ...]) -> list:
     """A checked node over children made by the builders: their counts add up."""
-    if not all(type(child) is _Checked for child in children):
-        return _checked(node)
+    nodes, depth = 1, 0
+    for child in children:  # a loop, not sum()/max() over generators: commitments
+        if type(child) is not _Checked:  # build a dozen of these per HTLC output
+            return _checked(node)
+        nodes += child.nodes
+        depth = max(depth, child.depth)
     checked = _Checked(node)
-    checked.nodes = 1 + sum(child.nodes for child in children)
-    checked.depth = 1 + max(child.depth for child in children)
+    checked.nodes, checked.depth = nodes, depth + 1
     if checked.nodes > MAX_POLICY_NODES:
         raise PolicyFormatError(f"cond: policy has more than {MAX_POLICY_NODES} nodes")
     if checked.depth > MAX_POLICY_DEPTH:

@@ -23,6 +23,7 @@ from emulator.policy import (
     Witness,
     check_policy,
     evaluate,
+    packed_policy,
     sign,
     verify,
 )
@@ -65,6 +66,10 @@ def _sha256d(data: bytes) -> bytes:
 
 def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+_array = msgpack.Packer(use_bin_type=True).pack_array_header  # msgpack is compositional:
+# an array's bytes are its header and its items' bytes, so a policy packed once is reused
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,14 @@ class Tx:
     @property
     def txid(self) -> bytes:
         """Double SHA-256 of the canonical msgpack of the tx without witnesses."""
-        body = [
-            self.version,
-            [[txin.txid, txin.vout, txin.sequence] for txin in self.inputs],
-            [[txout.amount_sat, txout.cond] for txout in self.outputs],
-            self.locktime,
-        ]
-        return _sha256d(_pack(body))
+        pair = _array(2)
+        return _sha256d(b"".join((
+            _array(4), _pack(self.version),
+            _pack([[txin.txid, txin.vout, txin.sequence] for txin in self.inputs]),
+            _array(len(self.outputs)),
+            *(pair + _pack(txout.amount_sat) + packed_policy(txout.cond)
+              for txout in self.outputs),
+            _pack(self.locktime))))
 
     @property
     def txid_hex(self) -> str:
@@ -205,7 +211,8 @@ def sighash(tx: Tx, input_index: int, amount_sat: int, cond: list) -> bytes:
         raise TxError(f"input index {input_index} out of range (tx has {len(tx.inputs)} inputs)")
     # As BIP 143, commit to the spent amount (and here the spent policy) so that a signer
     # who only sees the tx cannot be tricked about what it spends.
-    return _sha256d(_pack([SIGHASH_TAG, tx.txid, input_index, amount_sat, cond]))
+    head = _pack([SIGHASH_TAG, tx.txid, input_index, amount_sat])  # 1-byte array header
+    return _sha256d(_array(5) + head[1:] + packed_policy(cond))
 
 
 def is_final(tx: Tx, height: int) -> bool:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import msgpack
-
 from emulator.errors import LnemuError
-from emulator.policy import verify
+from emulator.policy import packed_policy, verify
 from emulator.tx import OutPoint, Tx, TxIn, TxOut, sighash
 from peers.channel_keys import (  # noqa: F401  (re-exported)
     Basepoints,
@@ -269,7 +267,7 @@ class _Entry:
         # outputs; the direction and id settle any tie left, the same way on both sides.
         htlc = self.htlc
         tail = (htlc.cltv_expiry, htlc.offered, htlc.htlc_id) if htlc else (0, False, -1)
-        return (self.amount_sat, msgpack.packb(self.cond, use_bin_type=True), *tail)
+        return (self.amount_sat, packed_policy(self.cond), *tail)
 
 
 def _htlc_entry(spec: CommitmentSpec, htlc: HtlcView) -> _Entry:

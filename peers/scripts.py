@@ -10,6 +10,8 @@ are those paths, one per way of spending, so that callers never count branches b
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from emulator.errors import LnemuError
 from emulator.policy import (
     Witness,
@@ -50,6 +52,7 @@ def funding_policy(pubkey_a: bytes, pubkey_b: bytes) -> list:
     return multi(2, sorted([pubkey_a, pubkey_b]))
 
 
+@lru_cache(maxsize=256)  # the same for to_local and every second-stage output of a commitment
 def to_local_policy(
     revocation_pubkey: bytes, local_delayed_pubkey: bytes, to_self_delay: int
 ) -> list:
@@ -65,28 +68,27 @@ def to_remote_policy(to_remote_pubkey: bytes) -> list:
     return pk(to_remote_pubkey)
 
 
+@lru_cache(maxsize=256)
+def _htlc_parts(keys: CommitmentKeys) -> tuple[list, list, list]:
+    """What every HTLC policy of one commitment shares: its revocation branch, the
+    counterparty's HTLC key and the 2-of-2 of both HTLC keys (policies are never
+    changed once built, so one tree may be part of many)."""
+    return (revocation(pk(keys.revocation_pubkey)), pk(keys.remote_htlc_pubkey),
+            multi(2, [keys.local_htlc_pubkey, keys.remote_htlc_pubkey]))
+
+
 def offered_htlc_policy(keys: CommitmentKeys, payment_hash: bytes) -> list:
     """An HTLC the holder offered: revocation | remote with preimage | HTLC-timeout 2-of-2."""
     # BOLT 3: the timeout branch has no CLTV of its own; the presigned HTLC-timeout
     # transaction carries locktime = cltv_expiry, which the chain enforces.
-    return or_(
-        revocation(pk(keys.revocation_pubkey)),
-        or_(
-            and_(pk(keys.remote_htlc_pubkey), sha256(payment_hash)),
-            multi(2, [keys.local_htlc_pubkey, keys.remote_htlc_pubkey]),
-        ),
-    )
+    rev, remote, both = _htlc_parts(keys)
+    return or_(rev, or_(and_(remote, sha256(payment_hash)), both))
 
 
 def received_htlc_policy(keys: CommitmentKeys, payment_hash: bytes, cltv_expiry: int) -> list:
     """An HTLC the holder received: revocation | remote after expiry | HTLC-success 2-of-2."""
-    return or_(
-        revocation(pk(keys.revocation_pubkey)),
-        or_(
-            and_(pk(keys.remote_htlc_pubkey), after(cltv_expiry)),
-            and_(multi(2, [keys.local_htlc_pubkey, keys.remote_htlc_pubkey]), sha256(payment_hash)),
-        ),
-    )
+    rev, remote, both = _htlc_parts(keys)
+    return or_(rev, or_(and_(remote, after(cltv_expiry)), and_(both, sha256(payment_hash))))
 
 
 def revocation_pubkey_of(cond: list) -> bytes | None:
