@@ -7,11 +7,18 @@ commit): it commits at the end of the turn, or earlier, at the write-ahead barri
 event leaves the process before the state it depends on is on disk. Outside a loop
 every write commits at once. A channel change (its record and the HTLC records that
 changed since its last write) lands atomically within that transaction (a savepoint).
+
+Commits only append to the write-ahead log; copying the log into the database file
+(a checkpoint, with its fsyncs) runs in a thread of its own with its own connection,
+every ``CHECKPOINT_EVERY`` commits. SQLite's automatic checkpoint would run it inside
+a commit, on the event loop: a stall of several milliseconds every few hundred turns.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +42,8 @@ CREATE TABLE IF NOT EXISTS onions (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
     htlc_id INTEGER NOT NULL, onion BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id));
 """
 _HTLC_KEY = "WHERE cid = ? AND offerer = ? AND htlc_id = ?"
+CHECKPOINT_EVERY = 200  # commits between two checkpoints of the write-ahead log
+log = logging.getLogger("store")
 
 
 def _pack(obj: Any) -> bytes:
@@ -52,10 +61,13 @@ class Store:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
         self.db.executescript(SCHEMA)
         self._deferred = False  # the open transaction commits at the end of the loop turn
         self._depth = 0  # transaction() blocks open: never commit half of one
         self._closed = False
+        self._commits = 0  # since the last checkpoint was asked for
+        self._checkpointer = _Checkpointer(str(path))
         barrier.register(self.commit)
 
     def _begin(self) -> None:
@@ -77,6 +89,10 @@ class Store:
         inside a transaction() block, at its end instead (it lands whole)."""
         if not self._closed and self._depth == 0 and self.db.in_transaction:
             self.db.execute("COMMIT")
+            self._commits += 1
+            if self._commits >= CHECKPOINT_EVERY:
+                self._commits = 0
+                self._checkpointer.request()
 
     def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """One statement of another module's table (watchtower), in the current batch."""
@@ -180,7 +196,50 @@ class Store:
         barrier.unregister(self.commit)
         self.commit()
         self._closed = True
-        self.db.close()
+        self._checkpointer.stop()
+        self.db.close()  # the last connection: SQLite checkpoints the rest here
+
+
+class _Checkpointer:
+    """Checkpoints a database's write-ahead log in a thread, when asked (no timer: idle,
+    it sleeps). PASSIVE: it never waits for, nor blocks, the writer; what it cannot copy
+    now is copied next time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.done = 0  # checkpoints run
+
+    def request(self) -> None:
+        if self._thread is None:  # started on first use: most stores never need it
+            self._thread = threading.Thread(target=self._run, name="checkpointer",
+                                            daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self.done += 1
+                except sqlite3.Error as exc:  # busy or the like: the next request retries
+                    log.warning("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            db.close()
 
 
 def _key(table: str) -> str:

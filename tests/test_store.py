@@ -180,3 +180,26 @@ def test_an_htlc_id_dropped_and_offered_again_in_one_write_is_kept(store):
     store.write_htlcs(cid, [_record(7, b"old")], [])
     store.write_htlcs(cid, [_record(7, b"new")], [(1, 7)])
     assert [r["htlc"]["onion"] for r in store.htlcs(cid)] == [b"new"]
+
+
+def test_the_log_is_checkpointed_in_a_thread_every_so_many_commits(path, monkeypatch):
+    """Commits only append to the write-ahead log; every CHECKPOINT_EVERY commits a
+    thread of the store copies it into the database file (never the event loop)."""
+    from emulator.waiting import wait_for
+    from peers import store as store_module
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
+    store = Store(path)
+    checkpointer = store._checkpointer
+    try:
+        before = path.stat().st_size
+        for i in range(9):  # outside a loop each put commits by itself
+            store.put("kv", f"k{i}", b"x" * 4000)
+        assert checkpointer.done == 0 and checkpointer._thread is None  # idle: no thread
+        assert path.stat().st_size == before  # all of it is still in the log
+        store.put("kv", "k9", b"x" * 4000)
+        wait_for(lambda: checkpointer.done >= 1, 10, what="a checkpoint by the thread")
+        assert path.stat().st_size >= before + 10 * 4000  # the rows reached the file
+        assert committed(path)["k9"]
+    finally:
+        store.close()
+    assert not checkpointer._thread.is_alive()  # close() ends it
