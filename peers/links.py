@@ -85,6 +85,7 @@ class LinkManager:
         self._outbox: dict[int, tuple[Link, OutboundSession, list[bytes]]] = {}
         self._queued = 0
         self._flush_due = False
+        self._urgent_queued = False  # a fulfill or fail waits in the outbox
         self.links: dict[bytes, Link] = {}
         self.faults = LinkFaults()
         self.on_connected: Callable[[bytes], Awaitable[None]] | None = None
@@ -147,6 +148,8 @@ class LinkManager:
             queued = self._outbox[id(link.outbound)] = (link, link.outbound, [])
         queued[2].append(data)
         self._queued += 1
+        if type_name in URGENT:
+            self._urgent_queued = True
         if self._queued >= OUTBOX_MAX:
             self.flush()
         elif not self._flush_due:
@@ -159,6 +162,7 @@ class LinkManager:
         A link whose session ended meanwhile loses its queue, as a closed TCP
         connection would (channel_reestablish retransmits what matters)."""
         self._flush_due = False
+        self._urgent_queued = False
         if not self._outbox:
             return
         outbox, self._outbox, self._queued = self._outbox, {}, 0
@@ -330,8 +334,7 @@ class LinkManager:
             return
         for i, data in enumerate(frames[1:], start=2):
             kind = await self._receive(frames[0], data, None)
-            if kind in URGENT and len(frames) <= SMALL_BATCH + 1:
-                await self._let_it_through(last=i == len(frames))
+            await self._after(kind, len(frames) - 1, last=i == len(frames))
 
     async def _on_dealer_message(self, link: Link, sock: zmq.asyncio.Socket,
                                  frames: list[bytes]) -> None:
@@ -339,17 +342,24 @@ class LinkManager:
             if link.dealer is not sock:  # a redial replaced the socket
                 return
             kind = await self._receive(link.node_id, data, link)
-            if kind in URGENT and len(frames) <= SMALL_BATCH:
-                await self._let_it_through(last=i == len(frames))
+            await self._after(kind, len(frames), last=i == len(frames))
 
-    async def _let_it_through(self, last: bool) -> None:
-        """What an urgent message set off (a preimage going upstream, a payer's answer)
+    async def _after(self, kind: str | None, batch: int, last: bool) -> None:
+        """Let what settles or fails HTLCs out before the next message is handled.
+
+        What an urgent message set off (a preimage going upstream, a payer's answer)
         goes out before the rest of its small batch, or the next batch already queued
-        (say, a commitment to check), is handled. A big batch (a loaded channel) is
-        handled whole instead, so that one commitment covers all of it."""
-        self.flush()
-        if not last:
-            await asyncio.sleep(0)
+        (say, a commitment to check), is handled; a big batch (a loaded channel) is
+        handled whole instead, so that one commitment covers all of it. And the
+        fulfills a revocation set off (the payee settling what it locked in) leave
+        before the commitment that came with it is checked and answered."""
+        if kind in URGENT:
+            if batch <= SMALL_BATCH:
+                self.flush()
+                if not last:
+                    await asyncio.sleep(0)
+        elif self._urgent_queued:
+            self.flush()
 
     async def _receive(self, identity: bytes, data: bytes, via: Link | None) -> str | None:
         """Handle one message; its type once it reached the handler (else None)."""

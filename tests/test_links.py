@@ -354,6 +354,54 @@ def test_a_big_batch_is_handled_whole_before_the_answer_leaves(sock_dir):
                        ("send", "bob", ["warning"])]
 
 
+def answer_journal(sock_dir: Path, answer: str, followers: int) -> list[Any]:
+    """bob sends alice, in one turn, ``followers + 1`` warnings; alice answers the first
+    with an ``answer`` message (a fulfill, or a warning). Alice's journal of what she
+    handled and what she sent to bob, in order."""
+    async def scenario() -> list[Any]:
+        async with make_peers(sock_dir, "alice", "bob") as (alice, bob):
+            await start_and_connect(alice, bob)
+            journal: list[Any] = []
+            record_sends(alice, bob, journal)
+
+            async def react(sender: bytes, env: Envelope) -> None:
+                journal.append(("handled", env.type))
+                if env.body["data"] == "first":
+                    body = fulfill(7) if answer == "update_fulfill_htlc" else warning("ok")
+                    await alice.links.send(bob.node_id, answer, body)
+
+            alice.react = react
+            await bob.links.send(alice.node_id, "warning", warning("first"))
+            for i in range(followers):
+                await bob.links.send(alice.node_id, "warning", warning(f"after{i}"))
+            await until(lambda: len(alice.warnings_from(bob)) == followers + 1
+                        and any(kind == answer for _, kind, _ in bob.received),
+                        "alice to handle the batch and bob her answer")
+            return journal
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("followers", [1, SMALL_BATCH + 2])
+def test_a_fulfill_a_message_set_off_leaves_before_the_next_message_is_handled(
+        sock_dir, followers):
+    """The fulfills a message set off (a payee settling what a revocation locked in)
+    leave before the next message of the batch (the commitment that came with the
+    revocation) is handled, whatever the batch's size."""
+    journal = answer_journal(sock_dir, "update_fulfill_htlc", followers)
+    assert journal == [("handled", "warning"),
+                       ("send", "bob", ["update_fulfill_htlc"]),
+                       *[("handled", "warning")] * followers]
+
+
+def test_other_answers_leave_with_the_turn(sock_dir):
+    """What is not urgent waits for the end of the batch, to leave with the rest."""
+    followers = 2
+    journal = answer_journal(sock_dir, "warning", followers)
+    assert journal == [*[("handled", "warning")] * (followers + 1),
+                       ("send", "bob", ["warning"])]
+
+
 def test_a_message_sent_after_healing_a_delay_waits_for_the_delayed_ones(sock_dir):
     """Healing a delayed link keeps order: what was delayed arrives before what follows."""
     async def scenario() -> tuple[list[str], list[str]]:
