@@ -20,9 +20,14 @@ _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "fe
           "shutdown_remote", "closing_tx", "onchain", "last_sent", "announce")
 
 
+PRUNE_PREIMAGES_ABOVE = 32  # preimages kept before the settled ones are dropped
+
+
 def _live_preimages(ch: Channel) -> dict[bytes, bytes]:
-    """Preimages still needed: HTLCs in some kept commitment (older ones are settled)."""
-    if ch.ledger is None or ch.onchain or not ch.preimages:
+    """Preimages still needed: HTLCs in some kept commitment (older ones are settled).
+    Pruned once there are more than a few: finding the live ones walks every HTLC of
+    four commitments, too much for every write of a busy channel."""
+    if ch.ledger is None or ch.onchain or len(ch.preimages) <= PRUNE_PREIMAGES_ABOVE:
         return ch.preimages
     live = {h.payment_hash for side in (Side.LOCAL, Side.REMOTE)
             for _, h in ch.ledger.htlcs(side, ch.ledger.ctn_oldest_unrevoked(side))

@@ -145,12 +145,7 @@ class Forwarder:
         link = {"in_cid": ch.cid, "in_id": htlc.htlc_id, "secret": peeled.shared_secret,
                 "fee_msat": htlc.amount_msat - payload.amt_to_forward,
                 "payment_hash": htlc.payment_hash}
-        try:
-            out.check_can_add(payload.amt_to_forward, payload.outgoing_cltv_value,
-                              self.node.height)
-        except LnemuError:
-            return failure_message(FailureCode.TEMPORARY_CHANNEL_FAILURE)
-        try:
+        try:  # add_htlc checks what we may offer (connected, open, limits) first
             added = await self.node.channels.add_htlc(out, payload.amt_to_forward,
                                                       htlc.payment_hash,
                                                       payload.outgoing_cltv_value,
