@@ -29,6 +29,7 @@ UPDATE_MESSAGES = {"update_add_htlc", "update_fulfill_htlc", "update_fail_htlc",
                    "update_fail_malformed_htlc", "update_fee", "commitment_signed",
                    "revoke_and_ack", "shutdown", "closing_signed", "channel_ready"}
 ZERO32 = b"\x00" * 32
+SETTLE_COMMIT_WAIT_S = 0.002  # how long a commitment that only settles or fails waits
 
 
 class ChannelManager:
@@ -43,7 +44,8 @@ class ChannelManager:
         self.on_incoming_htlc: HtlcHook | None = None   # payee / forwarder
         self.on_htlc_fulfilled: Callable[[Channel, Htlc, bytes], Awaitable[None]] | None = None
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
-        self._commit_scheduled: set[bytes] = set()
+        # channels whose commitment_signed is due: cid -> the scheduled call, and if it waits
+        self._commit_scheduled: dict[bytes, tuple[asyncio.Handle, bool]] = {}
         self._rekeyed: set[bytes] = set()  # channels whose temporary-id record is gone
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
         self.synced: set[bytes] = set()  # channels reestablished in the current session
@@ -131,13 +133,21 @@ class ChannelManager:
         crashpoints.reach("after_send", type_name)
         return True
 
-    def schedule_commit(self, ch: Channel) -> None:
-        """Sign the peer's next commitment soon, batching updates made meanwhile."""
-        if ch.cid in self._commit_scheduled:
-            return
-        self._commit_scheduled.add(ch.cid)
-        asyncio.get_running_loop().call_soon(
-            lambda: self.node.spawn(self._commit(ch), "commit"))
+    def schedule_commit(self, ch: Channel, wait: bool = False) -> None:
+        """Sign the peer's next commitment soon, batching updates made meanwhile. With
+        ``wait``, a little later: a commitment that only settles or fails HTLCs is
+        owed, not awaited (the fulfill itself went out already), and waiting leaves
+        the cores to the hops the fulfill travels through."""
+        scheduled = self._commit_scheduled.get(ch.cid)
+        if scheduled is not None:
+            handle, waits = scheduled
+            if wait or not waits:
+                return
+            handle.cancel()  # an update that is awaited: no more waiting
+        loop = asyncio.get_running_loop()
+        start = lambda: self.node.spawn(self._commit(ch), "commit")  # noqa: E731
+        handle = loop.call_later(SETTLE_COMMIT_WAIT_S, start) if wait else loop.call_soon(start)
+        self._commit_scheduled[ch.cid] = (handle, wait)
 
     def _can_commit(self, ch: Channel) -> bool:
         """Is a commitment_signed due now: updates to sign, the last one answered?"""
@@ -157,7 +167,7 @@ class ChannelManager:
         return {"channel_id": ch.cid, "signature": sig, "htlc_signatures": htlc_sigs}
 
     async def _commit(self, ch: Channel) -> None:
-        self._commit_scheduled.discard(ch.cid)
+        self._commit_scheduled.pop(ch.cid, None)
         loop = asyncio.get_running_loop()
         if not self._can_commit(ch):
             loop.call_soon(ch.warm)
@@ -408,7 +418,7 @@ class ChannelManager:
                          amount_msat=htlc.amount_msat)
         await self.send(ch, "update_fulfill_htlc", {"channel_id": ch.cid, "id": htlc.htlc_id,
                                                      "payment_preimage": preimage})
-        self.schedule_commit(ch)
+        self.schedule_commit(ch, wait=True)
 
     async def fail_htlc(self, ch: Channel, htlc: Htlc, reason: bytes) -> None:
         """Fail an HTLC the peer offered us, with an (encrypted) error onion."""
@@ -419,7 +429,7 @@ class ChannelManager:
         self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
                          payment_hash=htlc.payment_hash, direction="in")
         await self.send(ch, "update_fail_htlc", body)
-        self.schedule_commit(ch)
+        self.schedule_commit(ch, wait=True)
 
     async def fail_malformed(self, ch: Channel, htlc: Htlc, exc: Any) -> None:
         """BOLT 4: an onion we could not parse goes back as update_fail_malformed_htlc."""
@@ -431,7 +441,7 @@ class ChannelManager:
         self.events.emit("htlc_failed", channel_id=ch.cid, htlc_id=htlc.htlc_id,
                          payment_hash=htlc.payment_hash, direction="in", malformed=True)
         await self.send(ch, "update_fail_malformed_htlc", body)
-        self.schedule_commit(ch)
+        self.schedule_commit(ch, wait=True)
 
     def new_index(self) -> int:
         """The next channel index (for key derivation); persisted."""
