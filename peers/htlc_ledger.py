@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from emulator.errors import DecodeError, LnemuError
 
 WIRE_VERSION = 2
+MEMO_MAX = 256  # answers about signed commitments kept (recent ones are asked again)
 KEEP_REVOKED = 64  # revoked commitments still answerable (older history is pruned)
 
 
@@ -187,6 +188,19 @@ class HtlcLedger:
         # record per change instead of the whole ledger each time
         self._dirty: set[tuple[Side, int]] = set()
         self._dropped: set[tuple[Side, int]] = set()
+        # answers about signed commitments (ctn <= latest), which never change: the
+        # checks of every new HTLC ask them again and again
+        self._memo: dict[tuple, Any] = {}
+
+    def _signed(self, subject: Side, ctn: int) -> bool:
+        """Is ``ctn`` a signed commitment of subject's (its contents are settled)?"""
+        return ctn <= self.ctn_latest(subject)
+
+    def _remember(self, key: tuple, value: Any) -> Any:
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
 
     @property
     def opener(self) -> Side:
@@ -427,10 +441,16 @@ class HtlcLedger:
     def htlcs(self, subject: Side, ctn: int | None = None) -> list[tuple[Side, Htlc]]:
         """HTLCs in subject's commitment at ctn (default latest), each with its offerer."""
         ctn = self._check_ctn(subject, ctn)
+        key = ("htlcs", subject, ctn)
+        known = self._memo.get(key)
+        if known is not None:
+            return list(known)
         entries, _ = self._entries(subject, ctn)
         found = [(entry.offerer, entry.htlc) for entry in entries
                  if _in(entry.added, subject, ctn) and not _in(entry.removed, subject, ctn)]
         found.sort(key=lambda pair: (pair[0] != subject, pair[1].htlc_id))  # offered first
+        if self._signed(subject, ctn):
+            self._remember(key, tuple(found))
         return found
 
     def htlcs_pending(self, subject: Side) -> list[tuple[Side, Htlc]]:
@@ -446,6 +466,10 @@ class HtlcLedger:
     def balance_msat(self, whose: Side, subject: Side, ctn: int | None = None) -> int:
         """whose's balance in subject's commitment at ctn, without HTLCs in flight and fees."""
         ctn = self._check_ctn(subject, ctn)
+        key = ("balance", whose, subject, ctn)
+        known = self._memo.get(key)
+        if known is not None:
+            return known
         entries, applied_msat = self._entries(subject, ctn)
         balance_msat = self._initial_msat[whose] + applied_msat[whose]
         for entry in entries:
@@ -456,6 +480,8 @@ class HtlcLedger:
                 balance_msat -= entry.htlc.amount_msat
             elif entry.offerer != whose and removed and entry.removal is UpdateKind.SETTLE:
                 balance_msat += entry.htlc.amount_msat
+        if self._signed(subject, ctn):
+            self._remember(key, balance_msat)
         return balance_msat
 
     def in_flight(self, subject: Side, ctn: int | None = None) -> dict[str, int]:

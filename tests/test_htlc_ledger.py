@@ -694,6 +694,18 @@ class TwoLedgers(RuleBasedStateMachine):
                 assert ledger.htlcs_pending(s) == expected
 
     @invariant()
+    def remembered_answers_are_current(self):
+        """What the ledger remembers of signed commitments is what it would work out now."""
+        def answers(ledger: HtlcLedger) -> list:
+            return [(ledger.htlcs(s, ctn), ledger.balance_msat(LOCAL, s, ctn),
+                     ledger.balance_msat(REMOTE, s, ctn)) for s in Side
+                    for ctn in range(ledger.ctn_floor(s), ledger.ctn_latest(s) + 2)]
+        for ledger in self.ledgers.values():
+            remembered = answers(ledger)  # partly from earlier steps
+            ledger._memo.clear()
+            assert answers(ledger) == remembered
+
+    @invariant()
     def persisted_incrementally(self):
         """The header plus the records written change by change rebuild the ledger."""
         for name in NAMES:
