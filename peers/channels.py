@@ -144,9 +144,11 @@ class ChannelManager:
             if wait or not waits:
                 return
             handle.cancel()  # an update that is awaited: no more waiting
-        loop = asyncio.get_running_loop()
-        start = lambda: self.node.spawn(self._commit(ch), "commit")  # noqa: E731
-        handle = loop.call_later(SETTLE_COMMIT_WAIT_S, start) if wait else loop.call_soon(start)
+        if wait:
+            handle: asyncio.TimerHandle | asyncio.Task = asyncio.get_running_loop().call_later(
+                SETTLE_COMMIT_WAIT_S, lambda: self.node.spawn(self._commit(ch), "commit"))
+        else:  # it starts next turn: it signs this turn's updates, and leaves with them
+            handle = self.node.spawn(self._commit(ch), "commit")
         self._commit_scheduled[ch.cid] = (handle, wait)
 
     def _can_commit(self, ch: Channel) -> bool:
@@ -400,11 +402,11 @@ class ChannelManager:
         htlc = ch.ledger.send_add(amount_msat, payment_hash, cltv_expiry, onion)
         self.events.emit("htlc_offered", channel_id=ch.cid, htlc_id=htlc.htlc_id,
                          amount_msat=amount_msat, payment_hash=payment_hash)
+        self.schedule_commit(ch)  # first: its commitment is signed before this turn's flush
         await self.send(ch, "update_add_htlc", {
             "channel_id": ch.cid, "id": htlc.htlc_id, "amount_msat": amount_msat,
             "payment_hash": payment_hash, "cltv_expiry": cltv_expiry,
             "onion_routing_packet": onion})
-        self.schedule_commit(ch)
         return htlc
 
     async def fulfill_htlc(self, ch: Channel, htlc: Htlc, preimage: bytes) -> None:
