@@ -99,6 +99,10 @@ class Channel:
     revocations: shachain.RevocationStore = field(default_factory=shachain.RevocationStore)
     local_sigs: tuple[int, bytes, list[bytes]] | None = None  # (ctn, sig, htlc sigs) on ours
     old_sigs: dict[int, bytes] = field(default_factory=dict)  # revoked ctn -> remote sig (cheat)
+    # old_sigs added and dropped since the last save (the store keeps them apart, each
+    # written once): ([(ctn, sig)...], [ctn...])
+    old_sig_changes: tuple[list[tuple[int, bytes]], list[int]] = field(
+        default_factory=lambda: ([], []), repr=False)
     preimages: dict[bytes, bytes] = field(default_factory=dict)  # payment_hash -> preimage
     ready_sent: bool = False
     ready_received: bool = False
@@ -239,10 +243,19 @@ class Channel:
     def accept_local_sigs(self, ctn: int, sig: bytes, htlc_sigs: list[bytes]) -> None:
         """Keep the remote's signatures on our new commitment (older ones for ``cheat``)."""
         if self.local_sigs is not None:
-            self.old_sigs[self.local_sigs[0]] = self.local_sigs[1]
+            added, dropped = self.old_sig_changes
+            old_ctn, old_sig = self.local_sigs[0], self.local_sigs[1]
+            self.old_sigs[old_ctn] = old_sig
+            added.append((old_ctn, old_sig))
             for old in sorted(self.old_sigs)[:-KEEP_OLD_SIGS]:
                 del self.old_sigs[old]
+                dropped.append(old)
         self.local_sigs = (ctn, sig, list(htlc_sigs))
+
+    def take_old_sig_changes(self) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """The old signatures kept and forgotten since the last call (for the store)."""
+        changes, self.old_sig_changes = self.old_sig_changes, ([], [])
+        return changes
 
     def signed_local_commitment(self, ctn: int | None = None) -> Tx:
         """Our commitment ``ctn`` (default: the latest), fully signed for broadcast."""

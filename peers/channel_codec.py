@@ -20,7 +20,7 @@ _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "fe
           "shutdown_remote", "closing_tx", "onchain", "last_sent", "announce")
 
 
-PRUNE_PREIMAGES_ABOVE = 32  # preimages kept before the settled ones are dropped
+PRUNE_PREIMAGES_ABOVE = 8  # settled preimages kept before they are dropped
 
 
 def _live_preimages(ch: Channel) -> dict[bytes, bytes]:
@@ -51,15 +51,17 @@ def channel_to_wire(ch: Channel, htlcs: bool = True) -> dict[str, Any]:
         remote_points=[[k, v] for k, v in ch.remote_points.items()],
         revocations=ch.revocations.to_wire(),
         local_sigs=list(ch.local_sigs) if ch.local_sigs else None,
-        old_sigs=[[k, v] for k, v in ch.old_sigs.items()],
+        old_sigs=[[k, v] for k, v in ch.old_sigs.items()] if htlcs else [],  # else apart
         sent_fails=[[k, kind, body] for k, (kind, body) in ch.sent_fails.items()])
     return record
 
 
 def channel_from_wire(record: dict[str, Any], node_secret: bytes,
-                      htlcs: list[dict[str, Any]] | None = None) -> Channel:
+                      htlcs: list[dict[str, Any]] | None = None,
+                      old_sigs: dict[int, bytes] | None = None) -> Channel:
     """Rebuild a channel from its stored map (secrets derive from ``node_secret``),
-    with ``htlcs``, its ledger's HTLC records kept apart, if given."""
+    with ``htlcs``, its ledger's HTLC records kept apart, and ``old_sigs``, the peer's
+    signatures of our revoked commitments kept apart, if given."""
     plain = {name: record.get(name) for name in _PLAIN}
     plain["preimages"] = dict(plain["preimages"] or {})
     plain["onchain"] = plain["onchain"] or {}
@@ -76,7 +78,7 @@ def channel_from_wire(record: dict[str, Any], node_secret: bytes,
         remote_points={k: v for k, v in record["remote_points"]},
         revocations=RevocationStore.from_wire(record["revocations"]),
         local_sigs=tuple(record["local_sigs"]) if record["local_sigs"] else None,
-        old_sigs={k: v for k, v in record.get("old_sigs", [])},
+        old_sigs={**{k: v for k, v in record.get("old_sigs", [])}, **(old_sigs or {})},
         sent_fails={k: (kind, body) for k, kind, body in record.get("sent_fails", [])},
         sm=StateMachine(ChannelState(record["state"])))
     return ch

@@ -57,7 +57,10 @@ class ChannelManager:
         """Load every channel from the store (after a restart)."""
         for record in self.store.all("channels"):
             cid = record.get("channel_id") or record["temp_id"]
-            ch = channel_from_wire(record, self.node.node_secret, self.store.htlcs(cid))
+            ch = channel_from_wire(record, self.node.node_secret, self.store.htlcs(cid),
+                                   self.store.old_sigs(cid))
+            if record.get("old_sigs"):  # an older store kept them in the record: move them
+                ch.old_sig_changes[0].extend(ch.old_sigs.items())
             self._attach(ch)
             self.channels[ch.cid] = ch
 
@@ -65,6 +68,7 @@ class ChannelManager:
         """Persist ``ch`` in one transaction (call before sending what depends on it):
         its record and the HTLC records its ledger changed since the last save."""
         changed, dropped = ch.ledger.take_changes() if ch.ledger else ([], [])
+        sigs_added, sigs_dropped = ch.take_old_sig_changes()
         try:
             with self.store.transaction():
                 if ch.channel_id and ch.temp_id != ch.channel_id and \
@@ -74,9 +78,12 @@ class ChannelManager:
                     self._rekeyed.add(ch.channel_id)
                 self.store.put("channels", ch.cid, channel_to_wire(ch, htlcs=False))
                 self.store.write_htlcs(ch.cid, changed, dropped)
+                self.store.write_old_sigs(ch.cid, sigs_added, sigs_dropped)
         except BaseException:
             if ch.ledger:
                 ch.ledger.restore_changes(changed, dropped)
+            added, gone = ch.old_sig_changes  # made meanwhile (none: nothing awaits here)
+            ch.old_sig_changes = (sigs_added + added, sigs_dropped + gone)
             raise
 
     def _attach(self, ch: Channel) -> None:

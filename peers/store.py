@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS htlcs (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS onions (cid BLOB NOT NULL, offerer INTEGER NOT NULL,
     htlc_id INTEGER NOT NULL, onion BLOB NOT NULL, PRIMARY KEY (cid, offerer, htlc_id));
+CREATE TABLE IF NOT EXISTS old_sigs (cid BLOB NOT NULL, ctn INTEGER NOT NULL,
+    sig BLOB NOT NULL, PRIMARY KEY (cid, ctn)) WITHOUT ROWID;
 """
 _HTLC_KEY = "WHERE cid = ? AND offerer = ? AND htlc_id = ?"
 CHECKPOINT_EVERY = 200  # commits between two checkpoints of the write-ahead log
@@ -188,9 +190,26 @@ class Store:
             records.append(record)
         return records
 
+    def write_old_sigs(self, cid: bytes, added: list[tuple[int, bytes]],
+                       dropped: list[int]) -> None:
+        """The peer's signatures of our revoked commitments (``cheat`` broadcasts one):
+        each written once, when its commitment is revoked, not with every channel write."""
+        if not (added or dropped):
+            return
+        self._begin()
+        self.db.executemany("INSERT OR REPLACE INTO old_sigs VALUES (?, ?, ?)",
+                            [(cid, ctn, sig) for ctn, sig in added])
+        self.db.executemany("DELETE FROM old_sigs WHERE cid = ? AND ctn = ?",
+                            [(cid, ctn) for ctn in dropped])
+        self._wrote()
+
+    def old_sigs(self, cid: bytes) -> dict[int, bytes]:
+        return dict(self.db.execute("SELECT ctn, sig FROM old_sigs WHERE cid = ?", (cid,)))
+
     def rekey_htlcs(self, old: bytes, new: bytes) -> None:
         self.execute("UPDATE htlcs SET cid = ? WHERE cid = ?", (new, old))
         self.execute("UPDATE onions SET cid = ? WHERE cid = ?", (new, old))
+        self.execute("UPDATE old_sigs SET cid = ? WHERE cid = ?", (new, old))
 
     def close(self) -> None:
         barrier.unregister(self.commit)

@@ -88,6 +88,34 @@ def test_cheater_loses_everything_in_the_channel(network_factory):
     assert wealth(net) == net.supply_sat
 
 
+def test_old_signatures_are_kept_apart_and_survive_a_restart(network_factory):
+    """The peer's signatures of our revoked commitments (what ``cheat`` broadcasts) are
+    written once each, to a table of their own, not with every write of the channel;
+    after a restart every one of them can still be broadcast (and is punished)."""
+    import contextlib
+    import sqlite3
+
+    import msgpack
+    net = network_factory(PAIR)
+    net.wait_connected()
+    cid = open_channel(net, "alice", "bob", CAPACITY)
+    for _ in range(3):
+        pay(net, "alice", "bob", 50_000_000)
+    wait_for(lambda: quiet(net, cid, ("alice", "bob")), 10, what="the channel at rest")
+    net.restart("alice")
+    net.wait_connected()
+    db_path = net.run_dir / "alice" / "peer.sqlite"
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        kept = dict(db.execute("SELECT ctn, sig FROM old_sigs"))
+        record = msgpack.unpackb(db.execute("SELECT data FROM channels").fetchone()[0],
+                                 raw=False, strict_map_key=False)
+    assert len(kept) >= 6 and record["old_sigs"] == []  # each payment revokes two
+    cheat = net.rpc("alice").call("cheat", channel_id=cid, commitment_number=min(kept))
+    assert cheat["commitment_number"] == min(kept)
+    mine_until(net, lambda: state(net, "bob", cid) == "CLOSED", what="bob punished alice")
+    assert wealth(net) == net.supply_sat
+
+
 def test_force_close_resolves_every_htlc_on_chain(network_factory):
     net = network_factory(PAIR)
     net.wait_connected()
