@@ -187,9 +187,10 @@ class Forwarder:
                 self.node.events.emit("forward_upstream_lost", payment_hash=htlc.payment_hash,
                                       channel_id=up[0].cid, htlc_id=up[1].htlc_id,
                                       error=str(exc))
-        elif up is not None:
-            up[0].preimages[htlc.payment_hash] = preimage  # claimed on chain if need be
+        elif up is not None:  # upstream is on chain (or going there): claim it there
+            up[0].preimages[htlc.payment_hash] = preimage
             self.node.channels.save(up[0])
+            await self.node.onchain.claim_with_preimage(up[0], htlc.payment_hash)
 
     async def on_preimage_onchain(self, payment_hash: bytes, preimage: bytes) -> None:
         """A downstream HTLC was claimed on chain: settle its upstream HTLC too."""

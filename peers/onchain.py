@@ -112,14 +112,26 @@ class OnchainResolver:
             inp = sweeps.delayed_input(OutPoint(tx.txid, built.to_local_vout), built.to_local_sat,
                                        cond, ch.secrets.delayed_privkey(point), spec.to_self_delay)
             await self._sweep(ch, [inp], "to_local sweep")
-        remote_sigs = []
+        for out in built.htlc_outputs:
+            self._watch(ch, tx.txid, out.vout)
+        await self._claim_local_htlcs(ch, n, spec, built)
+
+    def _remote_sigs(self, ch: Channel, n: int) -> list[bytes]:
+        """The peer's HTLC signatures of our commitment ``n``, if we kept them."""
         for sigs in (ch.onchain.get("broadcast_sigs"), ch.local_sigs):
             if sigs and sigs[0] == n:
-                remote_sigs = sigs[2]
-                break
+                return sigs[2]
+        return []
+
+    async def _claim_local_htlcs(self, ch: Channel, n: int, spec: Any, built: Any,
+                                 only: bytes | None = None) -> None:
+        """Our commitment ``n`` on chain: its HTLC-timeout txs, and an HTLC-success tx for
+        each received HTLC whose preimage we know (``only``: just that payment hash's)."""
+        remote_sigs = self._remote_sigs(ch, n)
+        point = spec.keys.per_commitment_point
         for i, out in enumerate(built.htlc_outputs):
-            self._watch(ch, tx.txid, out.vout)
-            if i >= len(remote_sigs):
+            if i >= len(remote_sigs) or (only is not None and (
+                    out.offered or out.payment_hash != only)):
                 continue
             second = cm.second_stage_tx(built, out, spec)
             local_sig = cm.sign_second_stage(second, out, ch.secrets.htlc_privkey(point))
@@ -129,11 +141,26 @@ class OnchainResolver:
                 final = cm.finalize_htlc_success(second, spec.keys, local_sig, remote_sigs[i],
                                                  out.payment_hash, ch.preimages[out.payment_hash])
             else:
-                continue  # no preimage: the peer times it out
+                continue  # no preimage (yet): the peer times it out unless we learn it
             await self.node.broadcaster.add(
                 final, "htlc-timeout" if out.offered else "htlc-success", ch.cid,
                 second_stage={"n": n, "amount_sat": final.outputs[0].amount_sat},
                 payment_hash=out.payment_hash)
+
+    async def claim_with_preimage(self, ch: Channel, payment_hash: bytes) -> None:
+        """A preimage learned after ``ch``'s commitment went on chain (a forward settled
+        downstream later): claim the HTLC output it unlocks before the peer can time it
+        out (BOLT 5), as the commitment's resolution would have, had it been known."""
+        n, txid = ch.onchain.get("ctn"), ch.onchain.get("commitment_txid")
+        if n is None or txid is None:
+            return
+        if ch.onchain.get("kind") == "local":
+            spec, built = ch.build(Side.LOCAL, n)
+            await self._claim_local_htlcs(ch, n, spec, built, only=payment_hash)
+        elif ch.onchain.get("kind") == "remote":
+            spec, built = ch.build(Side.REMOTE, n)
+            await self._claim_remote_htlcs(ch, txid, spec, built, only=payment_hash)
+        self.manager.save(ch)
 
     async def second_stage_confirmed(self, ch: Channel, item: dict[str, Any], tx: Tx) -> None:
         """Our HTLC-timeout/success tx confirmed: sweep its delayed output later."""
@@ -147,16 +174,24 @@ class OnchainResolver:
     # --- their current commitment --------------------------------------------------
     async def _resolve_remote(self, ch: Channel, n: int, tx: Tx) -> None:
         spec, built = ch.build(Side.REMOTE, n)
-        point = spec.keys.per_commitment_point
         if built.to_remote_vout is not None:
             out = tx.outputs[built.to_remote_vout]
             inp = sweeps.to_remote_input(OutPoint(tx.txid, built.to_remote_vout), out.amount_sat,
                                          out.cond, ch.secrets.payment_privkey())
             await self._sweep(ch, [inp], "to_remote sweep")
-        htlc_priv = ch.secrets.htlc_privkey(point)
         for out in built.htlc_outputs:
-            op = OutPoint(tx.txid, out.vout)
             self._watch(ch, tx.txid, out.vout)
+        await self._claim_remote_htlcs(ch, tx.txid, spec, built)
+
+    async def _claim_remote_htlcs(self, ch: Channel, txid: bytes, spec: Any, built: Any,
+                                  only: bytes | None = None) -> None:
+        """Their commitment on chain: reclaim what we offered after its expiry, claim
+        what they offered whose preimage we know (``only``: just that payment hash's)."""
+        htlc_priv = ch.secrets.htlc_privkey(spec.keys.per_commitment_point)
+        for out in built.htlc_outputs:
+            if only is not None and (not out.offered or out.payment_hash != only):
+                continue
+            op = OutPoint(txid, out.vout)
             if not out.offered:  # they received it: we offered, reclaim after expiry
                 inp = sweeps.received_timeout_input(op, out.amount_sat, out.cond, htlc_priv,
                                                     out.cltv_expiry)

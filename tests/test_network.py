@@ -279,3 +279,49 @@ def test_reconnect_upstream_does_not_forward_again(network_factory):
     assert not net.sup.collector.events(kind="channel_failed")
     assert not net.sup.collector.events(kind="forward_upstream_lost")
     worth_conserved(net)
+
+
+@pytest.mark.parametrize("closer,claim", [("b", "htlc-success"), ("a", "htlc claim")],
+                         ids=["our-commitment", "their-commitment"])
+def test_a_forward_settled_after_its_upstream_went_on_chain_is_claimed_there(
+        network_factory, closer, claim):
+    """A forwarder whose upstream channel is on chain when the downstream settles claims
+    the upstream HTLC on chain with the preimage (BOLT 5) at once, before the upstream
+    peer can time it out: the payer learns the preimage from the chain and succeeds
+    (chaos seed 13: the forwarder kept the preimage but never used it, and lost the
+    amount to the upstream peer's timeout claim)."""
+    from tests.lnhelpers import mine_until
+    names = ["a", "b", "c"]
+    net = network_factory(_plans(names, {"a": ["b"], "b": ["c"]}))
+    net.wait_connected()
+    open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
+    _gossip_done(net, names, 2)
+    net.rpc("c").call("dev_hold", hold=True)
+    sent = net.rpc("a").call("keysend", node_id=net.node_id("c"), amount_msat=20_000_000,
+                             wait=False)
+    wait_for(lambda: net.sup.collector.events(kind="htlc_held", proc="peer c"), 20,
+             what="c holds the forwarded HTLC")
+    upstream = next(ch["channel_id"] for ch in net.rpc("b").call("listchannels")
+                    if ch["peer_id"] == net.node_id("a"))
+    net.rpc(closer).call("close", channel_id=upstream, force=True)
+    mine_until(net, lambda: [e for e in net.sup.collector.events(kind="funding_spent",
+                                                                 proc="peer b")
+                             if e["data"]["channel_id"] == upstream.hex()], 30,
+               what=f"{closer}'s commitment of the a-b channel confirmed")
+    net.process("c").stop()
+    net.restart("c", died_on_purpose=True)  # back, not holding: it settles with b
+    wait_for(lambda: net.sup.collector.events(kind="forward_settled", proc="peer b"), 30,
+             what="b learned the preimage downstream")
+    wait_for(lambda: [e for e in net.sup.collector.events(kind="tx_broadcast", proc="peer b")
+                      if e["data"]["purpose"] == claim], 10,
+             what="b claimed the upstream HTLC on chain")
+    status = lambda: next(p["status"] for p in net.rpc("a").call("listpayments")  # noqa: E731
+                          if p["payment_hash"] == sent["payment_hash"])
+    assert mine_until(net, lambda: status() != "pending", 60,
+                      what="the payment resolved") and status() == "succeeded"
+    assert not net.sup.collector.events(kind="forward_upstream_lost")
+    mine_until(net, lambda: all(ch["state"] == "CLOSED" for n in ("a", "b")
+                                for ch in net.rpc(n).call("listchannels")
+                                if ch["channel_id"] == upstream), 60,
+               what="a and b swept what they have on chain")
+    worth_conserved(net)
