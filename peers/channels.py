@@ -417,7 +417,14 @@ class ChannelManager:
         return htlc
 
     async def fulfill_htlc(self, ch: Channel, htlc: Htlc, preimage: bytes) -> None:
-        """Settle an HTLC the peer offered us."""
+        """Settle an HTLC the peer offered us: off chain while the channel takes updates,
+        else on chain, with the preimage, from whichever commitment is there (or will be:
+        its resolution uses every preimage we know)."""
+        if ch.state in CLOSED_STATES:
+            ch.preimages[htlc.payment_hash] = preimage
+            self.save(ch)
+            await self.node.onchain.claim_with_preimage(ch, htlc.payment_hash)
+            return
         ch.ledger.send_settle(htlc.htlc_id)
         ch.preimages[htlc.payment_hash] = preimage
         # a small write (not the whole channel): once revealed, never forgotten

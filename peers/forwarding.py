@@ -177,20 +177,16 @@ class Forwarder:
         self.store.set_value("fees_earned_msat", self.earned_msat)
         self.node.events.emit("forward_settled", payment_hash=htlc.payment_hash,
                               fee_msat=link["fee_msat"])
-        if up is not None and up[0].state == ChannelState.OPEN:
-            try:
-                await self.node.channels.fulfill_htlc(up[0], up[1], preimage)
-            except HtlcLedgerError as exc:  # our loss, not the downstream peer's fault
-                self.node.log.error("forward of %s: upstream HTLC %d on %s not settled: %s",
-                                    htlc.payment_hash.hex()[:16], up[1].htlc_id,
-                                    up[0].cid.hex()[:16], exc)
-                self.node.events.emit("forward_upstream_lost", payment_hash=htlc.payment_hash,
-                                      channel_id=up[0].cid, htlc_id=up[1].htlc_id,
-                                      error=str(exc))
-        elif up is not None:  # upstream is on chain (or going there): claim it there
-            up[0].preimages[htlc.payment_hash] = preimage
-            self.node.channels.save(up[0])
-            await self.node.onchain.claim_with_preimage(up[0], htlc.payment_hash)
+        if up is None:
+            return
+        try:  # off chain, or on chain if the upstream channel is there already
+            await self.node.channels.fulfill_htlc(up[0], up[1], preimage)
+        except HtlcLedgerError as exc:  # our loss, not the downstream peer's fault
+            self.node.log.error("forward of %s: upstream HTLC %d on %s not settled: %s",
+                                htlc.payment_hash.hex()[:16], up[1].htlc_id,
+                                up[0].cid.hex()[:16], exc)
+            self.node.events.emit("forward_upstream_lost", payment_hash=htlc.payment_hash,
+                                  channel_id=up[0].cid, htlc_id=up[1].htlc_id, error=str(exc))
 
     async def on_preimage_onchain(self, payment_hash: bytes, preimage: bytes) -> None:
         """A downstream HTLC was claimed on chain: settle its upstream HTLC too."""

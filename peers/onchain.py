@@ -152,8 +152,9 @@ class OnchainResolver:
         downstream later): claim the HTLC output it unlocks before the peer can time it
         out (BOLT 5), as the commitment's resolution would have, had it been known."""
         n, txid = ch.onchain.get("ctn"), ch.onchain.get("commitment_txid")
-        if n is None or txid is None:
-            return
+        if n is None or txid is None or not any(w[0] == txid for w in ch.onchain.get(
+                "watch", [])):
+            return  # nothing there yet (its resolution will use the preimage), or all spent
         if ch.onchain.get("kind") == "local":
             spec, built = ch.build(Side.LOCAL, n)
             await self._claim_local_htlcs(ch, n, spec, built, only=payment_hash)
