@@ -45,7 +45,8 @@ class ChannelManager:
         self.on_htlc_fulfilled: Callable[[Channel, Htlc, bytes], Awaitable[None]] | None = None
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
         # channels whose commitment_signed is due: cid -> the scheduled call, and if it waits
-        self._commit_scheduled: dict[bytes, tuple[asyncio.Handle, bool]] = {}
+        self._commit_scheduled: dict[bytes, tuple[asyncio.TimerHandle | asyncio.Task,
+                                                  bool]] = {}
         self._rekeyed: set[bytes] = set()  # channels whose temporary-id record is gone
         self._handled: dict[bytes, set[int]] = {}  # incoming HTLC ids handed on, per channel
         self.synced: set[bytes] = set()  # channels reestablished in the current session

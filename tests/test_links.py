@@ -309,10 +309,13 @@ def test_messages_from_the_router_side_are_batched_and_ordered_too(sock_dir):
     assert batches == [["warning"] * count]
 
 
-def urgent_batch_journal(sock_dir: Path, followers: int) -> list[Any]:
-    """bob sends alice, in one turn, an update_fulfill_htlc then ``followers`` warnings;
-    alice answers the fulfill with a warning. Returns alice's journal of what she
-    handled and what she sent to bob, in the order it happened."""
+def batch_journal(sock_dir: Path, first: str, answer: str, followers: int) -> list[Any]:
+    """bob sends alice, in one turn, a ``first`` message (an update_fulfill_htlc or a
+    warning) then ``followers`` warnings; alice answers the first with ``answer`` (a
+    warning or an update_fulfill_htlc). Returns alice's journal of what she handled and
+    what she sent to bob, in the order it happened."""
+    bodies = {"warning": warning("first"), "update_fulfill_htlc": fulfill(0)}
+
     async def scenario() -> list[Any]:
         async with make_peers(sock_dir, "alice", "bob") as (alice, bob):
             await start_and_connect(alice, bob)
@@ -321,15 +324,15 @@ def urgent_batch_journal(sock_dir: Path, followers: int) -> list[Any]:
 
             async def react(sender: bytes, env: Envelope) -> None:
                 journal.append(("handled", env.type))
-                if env.type == "update_fulfill_htlc":
-                    await alice.links.send(bob.node_id, "warning", warning("answer"))
+                if len(alice.received) == 1:  # the first (a session keeps the order)
+                    await alice.links.send(bob.node_id, answer, bodies[answer])
 
             alice.react = react
-            await bob.links.send(alice.node_id, "update_fulfill_htlc", fulfill(0))
+            await bob.links.send(alice.node_id, first, bodies[first])
             for i in range(followers):
                 await bob.links.send(alice.node_id, "warning", warning(f"after{i}"))
-            await until(lambda: bob.warnings_from(alice) == ["answer"]
-                        and len(alice.warnings_from(bob)) == followers,
+            await until(lambda: len(alice.received) == followers + 1
+                        and any(kind == answer for _, kind, _ in bob.received),
                         "alice to handle the batch and bob her answer")
             return journal
 
@@ -339,7 +342,7 @@ def urgent_batch_journal(sock_dir: Path, followers: int) -> list[Any]:
 def test_an_urgent_message_in_a_small_batch_is_answered_before_the_rest(sock_dir):
     """What an urgent message in a small batch set off leaves before the rest is handled."""
     followers = SMALL_BATCH - 1
-    journal = urgent_batch_journal(sock_dir, followers)
+    journal = batch_journal(sock_dir, "update_fulfill_htlc", "warning", followers)
     assert journal == [("handled", "update_fulfill_htlc"),
                        ("send", "bob", ["warning"]),
                        *[("handled", "warning")] * followers]
@@ -348,38 +351,10 @@ def test_an_urgent_message_in_a_small_batch_is_answered_before_the_rest(sock_dir
 def test_a_big_batch_is_handled_whole_before_the_answer_leaves(sock_dir):
     """A batch bigger than SMALL_BATCH is handled whole before an urgent message's answer leaves."""
     followers = SMALL_BATCH
-    journal = urgent_batch_journal(sock_dir, followers)
+    journal = batch_journal(sock_dir, "update_fulfill_htlc", "warning", followers)
     assert journal == [("handled", "update_fulfill_htlc"),
                        *[("handled", "warning")] * followers,
                        ("send", "bob", ["warning"])]
-
-
-def answer_journal(sock_dir: Path, answer: str, followers: int) -> list[Any]:
-    """bob sends alice, in one turn, ``followers + 1`` warnings; alice answers the first
-    with an ``answer`` message (a fulfill, or a warning). Alice's journal of what she
-    handled and what she sent to bob, in order."""
-    async def scenario() -> list[Any]:
-        async with make_peers(sock_dir, "alice", "bob") as (alice, bob):
-            await start_and_connect(alice, bob)
-            journal: list[Any] = []
-            record_sends(alice, bob, journal)
-
-            async def react(sender: bytes, env: Envelope) -> None:
-                journal.append(("handled", env.type))
-                if env.body["data"] == "first":
-                    body = fulfill(7) if answer == "update_fulfill_htlc" else warning("ok")
-                    await alice.links.send(bob.node_id, answer, body)
-
-            alice.react = react
-            await bob.links.send(alice.node_id, "warning", warning("first"))
-            for i in range(followers):
-                await bob.links.send(alice.node_id, "warning", warning(f"after{i}"))
-            await until(lambda: len(alice.warnings_from(bob)) == followers + 1
-                        and any(kind == answer for _, kind, _ in bob.received),
-                        "alice to handle the batch and bob her answer")
-            return journal
-
-    return asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("followers", [1, SMALL_BATCH + 2])
@@ -388,7 +363,7 @@ def test_a_fulfill_a_message_set_off_leaves_before_the_next_message_is_handled(
     """The fulfills a message set off (a payee settling what a revocation locked in)
     leave before the next message of the batch (the commitment that came with the
     revocation) is handled, whatever the batch's size."""
-    journal = answer_journal(sock_dir, "update_fulfill_htlc", followers)
+    journal = batch_journal(sock_dir, "warning", "update_fulfill_htlc", followers)
     assert journal == [("handled", "warning"),
                        ("send", "bob", ["update_fulfill_htlc"]),
                        *[("handled", "warning")] * followers]
@@ -397,7 +372,7 @@ def test_a_fulfill_a_message_set_off_leaves_before_the_next_message_is_handled(
 def test_other_answers_leave_with_the_turn(sock_dir):
     """What is not urgent waits for the end of the batch, to leave with the rest."""
     followers = 2
-    journal = answer_journal(sock_dir, "warning", followers)
+    journal = batch_journal(sock_dir, "warning", "warning", followers)
     assert journal == [*[("handled", "warning")] * (followers + 1),
                        ("send", "bob", ["warning"])]
 

@@ -242,11 +242,9 @@ def test_rebalance_moves_liquidity_between_two_of_our_channels(network_factory):
     assert worth_conserved(net)
 
 
-def test_reconnect_upstream_does_not_forward_again(network_factory):
-    """A forwarder whose upstream link drops and comes back while its downstream HTLC
-    is still in flight (downstream peer offline) keeps waiting for the downstream
-    outcome: it does not forward the HTLC again, fail it upstream and then lose the
-    settled amount (found by chaos seed 13)."""
+def _held_by_c(network_factory):
+    """A line a-b-c whose payee c holds a 20,000 sat keysend from a: the network and the
+    payment hash, once c has the HTLC (so b has forwarded it)."""
     names = ["a", "b", "c"]
     net = network_factory(_plans(names, {"a": ["b"], "b": ["c"]}))
     net.wait_connected()
@@ -255,10 +253,17 @@ def test_reconnect_upstream_does_not_forward_again(network_factory):
     net.rpc("c").call("dev_hold", hold=True)
     sent = net.rpc("a").call("keysend", node_id=net.node_id("c"), amount_msat=20_000_000,
                              wait=False)
-    payment_hash = sent["payment_hash"]
-    wait_for(lambda: any(h["direction"] == "out" for ch in net.rpc("b").call("listchannels")
-                         for h in ch["htlcs"] if ch["peer_id"] == net.node_id("c")),
-             20, what="b forwarded the HTLC to c")
+    wait_for(lambda: net.sup.collector.events(kind="htlc_held", proc="peer c"), 20,
+             what="c holds the forwarded HTLC")
+    return net, sent["payment_hash"]
+
+
+def test_reconnect_upstream_does_not_forward_again(network_factory):
+    """A forwarder whose upstream link drops and comes back while its downstream HTLC
+    is still in flight (downstream peer offline) keeps waiting for the downstream
+    outcome: it does not forward the HTLC again, fail it upstream and then lose the
+    settled amount (found by chaos seed 13)."""
+    net, payment_hash = _held_by_c(network_factory)
     net.process("c").stop()  # the downstream peer goes away with the HTLC
     wait_for(lambda: not any(p["connected"] for p in net.rpc("b").call("listpeers")
                              if p["node_id"] == net.node_id("c")), 20, what="b sees c gone")
@@ -291,16 +296,7 @@ def test_a_forward_settled_after_its_upstream_went_on_chain_is_claimed_there(
     (chaos seed 13: the forwarder kept the preimage but never used it, and lost the
     amount to the upstream peer's timeout claim)."""
     from tests.lnhelpers import mine_until
-    names = ["a", "b", "c"]
-    net = network_factory(_plans(names, {"a": ["b"], "b": ["c"]}))
-    net.wait_connected()
-    open_channels(net, [("a", "b", 1_000_000, 0), ("b", "c", 1_000_000, 0)])
-    _gossip_done(net, names, 2)
-    net.rpc("c").call("dev_hold", hold=True)
-    sent = net.rpc("a").call("keysend", node_id=net.node_id("c"), amount_msat=20_000_000,
-                             wait=False)
-    wait_for(lambda: net.sup.collector.events(kind="htlc_held", proc="peer c"), 20,
-             what="c holds the forwarded HTLC")
+    net, payment_hash = _held_by_c(network_factory)
     upstream = next(ch["channel_id"] for ch in net.rpc("b").call("listchannels")
                     if ch["peer_id"] == net.node_id("a"))
     net.rpc(closer).call("close", channel_id=upstream, force=True)
@@ -316,7 +312,7 @@ def test_a_forward_settled_after_its_upstream_went_on_chain_is_claimed_there(
                       if e["data"]["purpose"] == claim], 10,
              what="b claimed the upstream HTLC on chain")
     status = lambda: next(p["status"] for p in net.rpc("a").call("listpayments")  # noqa: E731
-                          if p["payment_hash"] == sent["payment_hash"])
+                          if p["payment_hash"] == payment_hash)
     assert mine_until(net, lambda: status() != "pending", 60,
                       what="the payment resolved") and status() == "succeeded"
     assert not net.sup.collector.events(kind="forward_upstream_lost")
