@@ -20,7 +20,8 @@ from emulator.errors import LnemuError
 from emulator.tx import OutPoint, Tx, sighash
 from peers import commitment as cm
 from peers.channel_state import ChannelState, StateMachine
-from peers.htlc_ledger import Htlc, HtlcLedger, HtlcLedgerError, Side
+from peers.htlc_ledger import HtlcLedger
+from peers.htlc_types import Htlc, HtlcLedgerError, Side
 
 MAX_CLTV_DELTA = 2016
 KEEP_OLD_SIGS = 64  # revoked commitments a peer can still 'cheat' with

@@ -12,7 +12,8 @@ from emulator.tx import OutPoint
 from peers import commitment as cm
 from peers.channel import Channel, Params
 from peers.channel_state import ChannelState, StateMachine
-from peers.htlc_ledger import HtlcLedger, Side
+from peers.htlc_ledger import HtlcLedger
+from peers.htlc_types import Side
 
 _PLAIN = ("peer_id", "index", "local_is_opener", "funding_sat", "push_msat", "feerate_per_kw",
           "temp_id", "minimum_depth", "channel_id", "funding_tx", "funding_height",

@@ -19,7 +19,7 @@ from peers import crashpoints
 from peers.channel import Channel, ChannelError, ProtocolViolation
 from peers.channel_codec import channel_from_wire, channel_to_wire
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
+from peers.htlc_types import Htlc, HtlcLedgerError, Side
 
 HtlcHook = Callable[[Channel, Htlc], Awaitable[None]]
 MIN_FEERATE_PER_KW = 253  # BOLT 3's floor

@@ -18,7 +18,7 @@ from emulator.tx import Tx, TxIn, TxOut, sighash
 from peers import commitment as cm
 from peers.channel import Channel, ProtocolViolation
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Side
+from peers.htlc_types import Side
 
 CLOSE_FEERATE_SAT_PER_KB = 1000
 CLOSING_SEQUENCE = 0xFFFFFFFF

@@ -16,7 +16,7 @@ from emulator.crypto.failures import FailureCode
 from emulator.errors import LnemuError
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Htlc, HtlcLedgerError, Side
+from peers.htlc_types import Htlc, HtlcLedgerError, Side
 from peers.onion_payloads import HopPayload, failure_message
 
 MIN_EXPIRY_MARGIN = 3  # blocks we want before an outgoing HTLC's expiry

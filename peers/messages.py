@@ -14,7 +14,7 @@ from typing import Any
 from emulator import policy
 from emulator.crypto import sphinx, tlv
 from emulator.errors import BadRequest, LnemuError
-from peers.htlc_ledger import Htlc
+from peers.htlc_types import Htlc
 
 FORWARD_PAYLOAD_BYTES = 30  # a forwarding hop's payload: amount, cltv, short channel id
 FINAL_FIXED_BYTES = 130  # the final hop's amount, cltv, keysend preimage, sender, sig, time

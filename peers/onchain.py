@@ -22,7 +22,7 @@ from peers import commitment as cm
 from peers import sweeps
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Side
+from peers.htlc_types import Side
 
 SWEEP_FEERATE = 1000
 JUSTICE_FEERATE = 5000  # outbid anything the cheater puts in the mempool

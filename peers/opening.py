@@ -15,7 +15,7 @@ from emulator.tx import OutPoint, Tx
 from peers import commitment as cm
 from peers.channel import Channel, ChannelError, Params, ProtocolViolation, channel_id_from_funding
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Side
+from peers.htlc_types import Side
 
 CHAIN_HASH = b"\x06" * 32  # lnemu's regtest-like chain
 MIN_FUNDING_SAT = 20_000

@@ -19,7 +19,7 @@ from emulator.crypto.failures import NODE, PERM, FailureCode
 from emulator.errors import LnemuError
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Htlc, Side
+from peers.htlc_types import Htlc, Side
 from peers.mission_control import MissionControl
 from peers.onion_payloads import HopPayload
 from peers.pathfinding import (

@@ -19,7 +19,7 @@ from emulator.crypto.failures import FailureCode
 from emulator.errors import BadRequest, LnemuError
 from peers.channel import Channel
 from peers.graph import edges_from_route_hints
-from peers.htlc_ledger import Htlc, Side
+from peers.htlc_types import Htlc, Side
 from peers.onion_payloads import PayloadError, decode_payload
 from peers.paying import Request
 

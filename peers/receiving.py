@@ -17,7 +17,7 @@ from typing import Any
 from emulator.crypto import sphinx, tlv
 from emulator.crypto.failures import FailureCode
 from peers.channel import Channel
-from peers.htlc_ledger import Htlc, Side
+from peers.htlc_types import Htlc, Side
 from peers.onion_payloads import HopPayload, failure_message, unknown_payment_details
 
 MPP_TIMEOUT_S = 60.0

@@ -15,7 +15,7 @@ from typing import Any
 from emulator.crypto import shachain
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Side, UpdateKind
+from peers.htlc_types import Side, UpdateKind
 
 LIVE = (ChannelState.AWAITING_LOCKIN, ChannelState.OPEN, ChannelState.SHUTDOWN,
         ChannelState.NEGOTIATING)

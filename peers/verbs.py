@@ -7,7 +7,7 @@ from emulator.errors import BadRequest
 from peers import crashpoints
 from peers.channel import Channel
 from peers.channel_state import ChannelState
-from peers.htlc_ledger import Side
+from peers.htlc_types import Side
 
 
 def receivable_msat(ch: Channel) -> int:

@@ -28,7 +28,7 @@ from emulator.crypto import shachain
 from emulator.errors import LnemuError
 from emulator.tx import Tx
 from peers import sweeps
-from peers.htlc_ledger import Side
+from peers.htlc_types import Side
 from peers.onchain import JUSTICE_FEERATE
 
 HINT_BYTES = 16

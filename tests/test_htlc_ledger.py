@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from emulator.errors import DecodeError
-from peers.htlc_ledger import (
+from peers.htlc_ledger import HtlcLedger
+from peers.htlc_types import (
     CommitmentPending,
     FeeUpdateNotOpener,
     Htlc,
     HtlcAlreadyRemoved,
-    HtlcLedger,
     HtlcLedgerError,
     HtlcNotLockedIn,
     InsufficientBalance,
