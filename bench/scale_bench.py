@@ -135,7 +135,7 @@ def open_parallel(net: Network, edges: list[tuple[int, int]]) -> None:
         try:
             for b in acceptors:
                 client.call("fundchannel", node_id=net.node_id(name(b)),
-                            amount_sat=CAPACITY_SAT, push_msat=0, timeout=60)
+                            amount_sat=CAPACITY_SAT, push_msat=0, reply_timeout=60)
         except Exception as exc:  # reported after the join
             errors.append(f"{name(a)}: {exc}")
         finally:

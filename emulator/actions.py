@@ -214,7 +214,7 @@ def _fundchannel(net: Network, a: str, b: str, capacity_sat: int, push_msat: int
         try:
             return net.rpc(a).call("fundchannel", node_id=net.node_id(b),
                                    amount_sat=capacity_sat, push_msat=push_msat,
-                                   announce=announce, timeout=30)
+                                   announce=announce, reply_timeout=30)
         except LnemuError as exc:
             if attempt >= OPEN_RETRIES or "disconnected during the opening" not in str(exc):
                 raise

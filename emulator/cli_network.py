@@ -13,6 +13,9 @@ dir_option = click.option("--dir", "run_dir", type=click.Path(file_okay=False),
                           default=str(DEFAULT_DIR), show_default=True,
                           help="Run directory of the network started by `lnemu up`.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                              default=60.0, show_default=True,
+                              help="Seconds the payment may take, retries included.")
 
 
 def fail(message: str, code: int) -> None:
@@ -195,11 +198,12 @@ def _register_payments(main: click.Group, emit: Any) -> None:
     @click.argument("peer")
     @click.argument("bolt11")
     @click.option("--amount-msat", type=int, help="For an invoice without an amount.")
+    @timeout_option
     @dir_option
     @json_option
-    def pay(peer, bolt11, amount_msat, run_dir, as_json) -> None:
+    def pay(peer, bolt11, amount_msat, timeout, run_dir, as_json) -> None:
         """PEER pays a BOLT 11 invoice (exit 1 if the payment fails)."""
-        args = {"bolt11": bolt11}
+        args = {"bolt11": bolt11, "timeout": timeout}
         if amount_msat is not None:
             args["amount_msat"] = amount_msat
         emit(call(run_dir, peer, "pay", **args), as_json)
@@ -208,23 +212,25 @@ def _register_payments(main: click.Group, emit: Any) -> None:
     @click.argument("peer")
     @click.argument("to")
     @click.argument("amount_msat", type=int)
+    @timeout_option
     @dir_option
     @json_option
-    def keysend(peer, to, amount_msat, run_dir, as_json) -> None:
+    def keysend(peer, to, amount_msat, timeout, run_dir, as_json) -> None:
         """PEER pays TO without an invoice (keysend)."""
         emit(call(run_dir, peer, "keysend", node_id=node_id(run_dir, to),
-                  amount_msat=amount_msat), as_json)
+                  amount_msat=amount_msat, timeout=timeout), as_json)
 
     @main.command()
     @click.argument("sender")
     @click.argument("to")
     @click.argument("text")
+    @timeout_option
     @dir_option
     @json_option
-    def msg(sender, to, text, run_dir, as_json) -> None:
+    def msg(sender, to, text, timeout, run_dir, as_json) -> None:
         """SENDER sends TEXT to TO, paying every hop to carry it."""
-        emit(call(run_dir, sender, "sendmessage", node_id=node_id(run_dir, to), text=text),
-             as_json)
+        emit(call(run_dir, sender, "sendmessage", node_id=node_id(run_dir, to), text=text,
+                  timeout=timeout), as_json)
 
     @main.command()
     @click.argument("peer")

@@ -109,7 +109,7 @@ def heal_links(net: Network) -> None:
             unreachable.append(f"{name} (paused)")
         elif net.process(name).running:
             try:
-                net.rpc(name).call("dev_heal", timeout=HEAL_TIMEOUT_S)
+                net.rpc(name).call("dev_heal", reply_timeout=HEAL_TIMEOUT_S)
             except LnemuError as exc:
                 unreachable.append(f"{name} ({exc.__class__.__name__})")
     if unreachable:

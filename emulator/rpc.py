@@ -3,6 +3,10 @@
 The synchronous :class:`RpcClient` serves the CLI, the runner and tests; the
 :class:`AsyncRpcClient` serves processes (a peer calling the chain) inside their
 asyncio loop. Remote failures come back as :class:`RpcError` with the remote code.
+
+Every keyword but ``reply_timeout`` is the verb's own argument: ``timeout`` too (a
+payment's budget, say), and then the client waits at least that long, plus a margin,
+for the answer.
 """
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ import zmq.asyncio
 
 from emulator import barrier, envelope, transport
 from emulator.errors import LnemuError
+
+REPLY_MARGIN_S = 5.0  # past a verb's own ``timeout``: its answer still has to come back
+REPLY_WAIT_MAX_S = 2 * 86_400.0  # no verb runs longer (and zmq polls take an int of ms)
 
 
 class RpcError(LnemuError):
@@ -38,6 +45,17 @@ def _result(body: dict[str, Any], op: str) -> Any:
                    code=str(err.get("code", "rpc_error")))
 
 
+def _reply_wait(default: float, reply_timeout: float | None, args: dict[str, Any]) -> float:
+    """How long to wait for the answer: as asked, else long enough for the verb's own
+    ``timeout`` (when it has one), else the client's default."""
+    if reply_timeout is not None:
+        return reply_timeout
+    verb_timeout = args.get("timeout")
+    if isinstance(verb_timeout, int | float) and not isinstance(verb_timeout, bool):
+        return min(max(default, verb_timeout + REPLY_MARGIN_S), REPLY_WAIT_MAX_S)
+    return default
+
+
 class RpcClient:
     """A blocking control-RPC client for one endpoint."""
 
@@ -50,12 +68,12 @@ class RpcClient:
         self._rids = itertools.count(1)
         self.sock = transport.dealer(self.ctx, endpoint, immediate=False)
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+    def call(self, op: str, reply_timeout: float | None = None, **args: Any) -> Any:
         """Call ``op`` with ``args``; return its result or raise RpcError/RpcTimeout."""
         rid = next(self._rids)
         barrier.before_send()
         self.sock.send(envelope.pack_request(op, args, rid))
-        deadline = timeout if timeout is not None else self.timeout
+        deadline = _reply_wait(self.timeout, reply_timeout, args)
         loop_deadline = time.monotonic() + deadline
         while True:
             remaining = loop_deadline - time.monotonic()
@@ -94,7 +112,7 @@ class AsyncRpcClient:
         self._waiting: dict[int, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
 
-    async def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+    async def call(self, op: str, reply_timeout: float | None = None, **args: Any) -> Any:
         """Call ``op``; return its result or raise RpcError/RpcTimeout."""
         if self._reader is None:
             self._reader = asyncio.create_task(self._read())
@@ -104,7 +122,7 @@ class AsyncRpcClient:
         try:
             barrier.before_send()
             await self.sock.send(envelope.pack_request(op, args, rid))
-            body = await asyncio.wait_for(fut, timeout or self.timeout)
+            body = await asyncio.wait_for(fut, _reply_wait(self.timeout, reply_timeout, args))
         except TimeoutError:
             raise RpcTimeout(f"{op}: no reply from {self.endpoint}") from None
         finally:

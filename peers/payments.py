@@ -23,6 +23,8 @@ from peers.htlc_types import Htlc, Side
 from peers.onion_payloads import PayloadError, decode_payload
 from peers.paying import Request
 
+MAX_PAYMENT_TIMEOUT_S = 86_400.0  # a payment may retry for a day at most
+
 
 class PaymentFailed(LnemuError):
     code = "payment_failed"
@@ -110,6 +112,9 @@ class Payments:
     async def start(self, req: Request, timeout: float, wait: bool, **info: Any
                     ) -> dict[str, Any]:
         """Record a payment and run it (in the background unless ``wait``)."""
+        if type(timeout) not in (int, float) or not 0 < timeout <= MAX_PAYMENT_TIMEOUT_S:
+            raise BadRequest(f"timeout must be a number of seconds above 0 and at most "
+                             f"{MAX_PAYMENT_TIMEOUT_S:.0f}, got {timeout!r}")
         existing = self._record(req.payment_hash)
         if existing and existing["status"] in ("pending", "succeeded"):
             raise PaymentFailed(f"payment {req.payment_hash.hex()} is already "

@@ -15,7 +15,7 @@ def open_channel(net: Network, opener: str, acceptor: str, amount_sat: int,
                  push_msat: int = 0) -> bytes:
     """Open a channel and mine until both sides see it OPEN; its channel id."""
     res = net.rpc(opener).call("fundchannel", node_id=net.node_id(acceptor),
-                               amount_sat=amount_sat, push_msat=push_msat, timeout=30)
+                               amount_sat=amount_sat, push_msat=push_msat, reply_timeout=30)
     cid = res["channel_id"]
 
     def both_open() -> bool:

@@ -50,10 +50,10 @@ def test_crash_at_every_boundary_then_recover(network_factory, flow, who, phase,
     try:
         if flow == "fulfill":
             inv = net.rpc("bob").call("invoice", amount_msat=AMOUNT, description="crash")
-            net.rpc("alice").call("pay", bolt11=inv["bolt11"], wait=False, timeout=3)
+            net.rpc("alice").call("pay", bolt11=inv["bolt11"], wait=False, reply_timeout=3)
         else:  # a payment hash bob has no invoice for: bob fails it back
             net.rpc("alice").call("dev_sendhtlc", node_id=net.node_id("bob"),
-                                  amount_msat=AMOUNT, timeout=3)
+                                  amount_msat=AMOUNT, reply_timeout=3)
     except (RpcTimeout, RpcError):
         assert who == "alice", "the payer's call may only fail when the payer crashed"
     assert net.wait_dead(who) == 137

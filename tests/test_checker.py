@@ -26,7 +26,7 @@ def test_checker_reports_the_planted_persistence_bug(network_factory, planted):
     net.rpc("alice").call("dev_crashat", point="before_recv:revoke_and_ack")
     inv = net.rpc("bob").call("invoice", amount_msat=10_000_000, description="bug")
     try:
-        net.rpc("alice").call("pay", bolt11=inv["bolt11"], wait=False, timeout=3)
+        net.rpc("alice").call("pay", bolt11=inv["bolt11"], wait=False, reply_timeout=3)
     except (RpcError, RpcTimeout):
         pass
     assert net.wait_dead("alice") == 137

@@ -67,6 +67,14 @@ def test_up_pay_status_down(tmp_path):
         assert json.loads(paid.stdout)["status"] == "succeeded"
         status = json.loads(lnemu(tmp_path, "status", "--json", "--dir", str(run_dir)).stdout)
         assert status["carol"]["channels"][0]["local_msat"] == 25_000_000
+        sent = lnemu(tmp_path, "keysend", "alice", "carol", "1000", "--timeout", "30", "--json",
+                     "--dir", str(run_dir))
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "succeeded"
+        for bad, says in (("0", "--timeout"), ("1e9", "timeout must be")):  # click; the peer
+            refused = lnemu(tmp_path, "keysend", "alice", "carol", "1000", "--timeout", bad,
+                            "--dir", str(run_dir))
+            assert refused.returncode == 2 and says in refused.stderr, refused.stderr
         bad = lnemu(tmp_path, "pay", "mallory", bolt11, "--dir", str(run_dir))
         assert bad.returncode == 2 and "unknown peer" in bad.stderr
         down = lnemu(tmp_path, "down", "--dir", str(run_dir))

@@ -64,7 +64,7 @@ def test_fault_happens_and_heals(net, kind, params, evidence):
     # traffic makes the fault bite: a payment attempt exercises the links
     inv = net.rpc("c").call("invoice", amount_msat=1_000_000, description="during")
     try:
-        net.rpc("a").call("pay", bolt11=inv["bolt11"], wait=False, timeout=5)
+        net.rpc("a").call("pay", bolt11=inv["bolt11"], wait=False, reply_timeout=5)
     except Exception:
         pass  # the payer itself may be the one that is down
     _saw(net, evidence[0], **evidence[1])
