@@ -25,7 +25,7 @@ import zmq.asyncio
 from emulator import barrier, envelope, transport
 from emulator.errors import BadRequest, LnemuError
 from emulator.events import EventEmitter
-from emulator.sockio import SocketIO
+from emulator.sockio import SocketIO, hand_over
 from emulator.supervisor import pid_alive
 
 PARENT_CHECK_SECONDS = 2.0
@@ -179,6 +179,7 @@ class Service:
                 self._control_io.send_multipart([identity, reply])
             except zmq.ZMQError as exc:
                 self.log.info("control: caller went away before the reply (%s)", exc)
+        hand_over()
 
     async def dispatch(self, op: str, args: dict[str, Any]) -> Any:
         """Call ``rpc_<op>(**args)``; bad verbs and arguments are BadRequest."""

@@ -26,7 +26,7 @@ from emulator.envelope import Envelope, EnvelopeError
 from emulator.errors import LnemuError, NotFound
 from emulator.events import EventEmitter
 from emulator.session import InboundSession, OutboundSession, SessionError
-from emulator.sockio import SocketIO
+from emulator.sockio import SocketIO, hand_over
 from peers.config import Timers
 from peers.linkfaults import LinkFaults
 
@@ -179,6 +179,7 @@ class LinkManager:
                     self._router_io.send_multipart([link.node_id, *frames])
             except (zmq.ZMQError, LinkDown) as exc:
                 self._spawn(self._drop(link, f"send failed: {exc}", notify=False))
+        hand_over()  # the batch leaves now, not after what this turn does next
 
     def _apply_fault(self, link: Link, session: bytes, seq: int) -> tuple[bytes, int]:
         fault, link.fault = link.fault, None
