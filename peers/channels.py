@@ -42,6 +42,8 @@ class ChannelManager:
         self.store = node.store
         self.channels: dict[bytes, Channel] = {}
         self.on_incoming_htlc: HtlcHook | None = None   # payee / forwarder
+        # told of an incoming HTLC once it is in our commitment, before it is irrevocable
+        self.on_incoming_signed: Callable[[Htlc], None] | None = None
         self.on_htlc_fulfilled: Callable[[Channel, Htlc, bytes], Awaitable[None]] | None = None
         self.on_htlc_failed: Callable[[Channel, Htlc, dict], Awaitable[None]] | None = None
         # channels whose commitment_signed is due: cid -> the scheduled call, and if it waits
@@ -180,7 +182,7 @@ class ChannelManager:
         self._commit_scheduled.pop(ch.cid, None)
         loop = asyncio.get_running_loop()
         if not self._can_commit(ch):
-            loop.call_soon(ch.warm)
+            loop.call_soon(self._warm, ch)
             return
         body = self._sign_commit(ch)
         if self.planted_bug == "sign_before_persist":  # dev: the ordering bug, on purpose
@@ -189,7 +191,7 @@ class ChannelManager:
         self.save(ch)  # never sign two states with one number: persist the commitment first
         if self.planted_bug != "sign_before_persist":
             await self.send(ch, "commitment_signed", body)
-        loop.call_soon(ch.warm)  # after the flush that sends it: while the peer answers
+        loop.call_soon(self._warm, ch)  # after the flush that sends it: while the peer answers
 
     # --- receiving --------------------------------------------------------------------
     async def dispatch(self, peer_id: bytes, type_name: str, body: dict[str, Any]) -> None:
@@ -317,7 +319,19 @@ class ChannelManager:
             await self._commit(ch)
             return
         await self.send(ch, "commitment_signed", commit)
-        asyncio.get_running_loop().call_soon(ch.warm)
+        asyncio.get_running_loop().call_soon(self._warm, ch)
+
+    def _warm(self, ch: Channel) -> None:
+        """While the peer answers: derive the next commitments' keys, and show the
+        incoming HTLCs now in our commitment to whoever handles them once irrevocable
+        (the payee or forwarder peels their onions meanwhile)."""
+        ch.warm()
+        if self.on_incoming_signed is None or ch.ledger is None:
+            return
+        handled = self._handled.get(ch.cid, ())
+        for offerer, htlc in ch.ledger.htlcs(Side.LOCAL):
+            if offerer is Side.REMOTE and htlc.htlc_id not in handled:
+                self.on_incoming_signed(htlc)
 
     async def on_revoke_and_ack(self, ch: Channel, body: dict[str, Any]) -> None:
         if not ch.ledger.awaiting_revoke():

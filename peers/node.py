@@ -98,6 +98,7 @@ class PeerService(ChannelVerbs, Service):
         self.tower_client = TowerClient(self)
         self.tower_server = TowerServer(self) if config.tower else None
         self.channels.on_incoming_htlc = self.payments.on_incoming_htlc
+        self.channels.on_incoming_signed = self.payments.peel_ahead
         self.channels.on_htlc_fulfilled = self._htlc_fulfilled
         self.channels.on_htlc_failed = self._htlc_failed
         self.broadcaster.on_confirmed = self._broadcast_confirmed

@@ -24,6 +24,7 @@ from peers.onion_payloads import PayloadError, decode_payload
 from peers.paying import Request
 
 MAX_PAYMENT_TIMEOUT_S = 86_400.0  # a payment may retry for a day at most
+PEELED_AHEAD_MAX = 1024  # onions peeled ahead of their HTLC's turn, kept until used
 
 
 class PaymentFailed(LnemuError):
@@ -40,6 +41,8 @@ class Payments:
         self.hold = False  # dev/chaos: keep incoming HTLCs unresolved (jamming)
         self.held: list[tuple[bytes, int]] = []
         self._running: dict[bytes, dict[str, Any]] = {}  # records of payments being made
+        # (payment hash, onion) -> its layer, peeled while the HTLC was being committed
+        self._peeled: dict[tuple[bytes, bytes], sphinx.PeeledOnion] = {}
 
     def _record(self, payment_hash: bytes) -> dict[str, Any] | None:
         return self._running.get(payment_hash) or self.store.get("payments", payment_hash)
@@ -223,7 +226,8 @@ class Payments:
             await self.node.channels.fulfill_htlc(ch, htlc, revealed)
             return
         try:
-            peeled = sphinx.peel_onion(htlc.onion, self.node.node_secret, htlc.payment_hash)
+            peeled = self._peeled.pop((htlc.payment_hash, htlc.onion), None) or \
+                sphinx.peel_onion(htlc.onion, self.node.node_secret, htlc.payment_hash)
         except sphinx.OnionPeelError as exc:
             await self.node.channels.fail_malformed(ch, htlc, exc)
             return
@@ -241,6 +245,22 @@ class Payments:
             self.node.events.emit("htlc_held", channel_id=ch.cid, htlc_id=htlc.htlc_id)
             return
         await self.node.receiver.on_final_htlc(ch, htlc, payload, peeled.shared_secret)
+
+    def peel_ahead(self, htlc: Htlc) -> None:
+        """Peel an incoming HTLC's onion while we wait for the peer's revocation, so
+        that forwarding or settling it, once irrevocable, does not wait for the point
+        multiplication and the stream (the peeling is pure: the same layer then). An
+        onion that does not peel is left for then, to be failed back."""
+        key = (htlc.payment_hash, htlc.onion)
+        if not htlc.onion or key in self._peeled:
+            return
+        try:
+            self._peeled[key] = sphinx.peel_onion(htlc.onion, self.node.node_secret,
+                                                  htlc.payment_hash)
+        except sphinx.OnionPeelError:
+            return
+        if len(self._peeled) > PEELED_AHEAD_MAX:  # HTLCs that never became irrevocable
+            del self._peeled[next(iter(self._peeled))]
 
     async def _fail(self, ch: Channel, htlc: Htlc, shared_secret: bytes, message: bytes) -> None:
         await self.node.channels.fail_htlc(ch, htlc, sphinx.build_error(shared_secret, message))
