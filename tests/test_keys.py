@@ -99,3 +99,25 @@ def test_bad_secrets_rejected(secret: bytes) -> None:
 def test_error_is_typed() -> None:
     assert issubclass(KeyDerivationError, LnemuError)
     assert KeyDerivationError.code == "bad_key"
+
+
+def test_a_derived_key_is_known_as_parsed_and_the_known_keys_are_bounded(monkeypatch):
+    from emulator.crypto import ecdsa
+
+    monkeypatch.setattr(ecdsa, "PARSED_MAX", 8)
+    monkeypatch.setattr(ecdsa, "_parsed", {})
+    key = derive_pubkey(_b("base_point"), _b("per_commitment_point"))
+    assert key == _b("localpubkey")
+
+    def no_parsing(data):
+        raise AssertionError("a derived key was parsed again")
+    monkeypatch.setattr(ecdsa, "PublicKey", no_parsing)
+    assert ecdsa.parse_pubkey(key).format() == key  # the point computed, kept
+    monkeypatch.undo()
+    monkeypatch.setattr(ecdsa, "PARSED_MAX", 8)
+    monkeypatch.setattr(ecdsa, "_parsed", {})
+    assert ecdsa.parse_pubkey(b"\x05" * 33) is None  # not a point: still refused
+    assert ecdsa.parse_pubkey(bytearray(key)).format() == key  # any bytes-like
+    for n in range(1, 20):
+        pubkey_from_privkey(n.to_bytes(32, "big"))
+    assert len(ecdsa._parsed) <= 8

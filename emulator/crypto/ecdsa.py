@@ -22,15 +22,45 @@ class SigningError(LnemuError, ValueError):
     code = "signing_error"
 
 
-@lru_cache(maxsize=4096)
+PARSED_MAX = 4096  # points kept parsed: basepoints, and recent commitments' keys
+_parsed: dict[bytes, PublicKey | None] = {}
+
+
 def parse_pubkey(key: bytes) -> PublicKey | None:
-    """Parse a compressed public key, or None if it is not a point on the curve."""
-    if len(key) != PUBKEY_LEN or key[0] not in (2, 3):
-        return None
+    """Parse a compressed public key, or None if it is not a point on the curve. Keys
+    come back again and again (a channel's basepoints, a commitment's keys in every
+    output policy and signature check): each is parsed once. coincurve's operations
+    return new keys, so a parsed one is never changed."""
     try:
-        return PublicKey(key)
-    except ValueError:
-        return None
+        return _parsed[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: a bytearray, say
+        key = bytes(key)
+        if key in _parsed:
+            return _parsed[key]
+    parsed = None
+    if len(key) == PUBKEY_LEN and key[0] in (2, 3):
+        try:
+            parsed = PublicKey(key)
+        except ValueError:
+            parsed = None
+    _remember(key, parsed)
+    return parsed
+
+
+def known_pubkey(point: PublicKey) -> bytes:
+    """The compressed encoding of a point computed here (so on the curve), remembered as
+    parsed: the policies and signature checks that use a derived key do not parse it."""
+    key = point.format(compressed=True)
+    _remember(key, point)
+    return key
+
+
+def _remember(key: bytes, parsed: PublicKey | None) -> None:
+    if len(_parsed) >= PARSED_MAX:  # the oldest goes (parsed again if it comes back)
+        del _parsed[next(iter(_parsed))]
+    _parsed[key] = parsed
 
 
 def _der_int(value: int) -> bytes:

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from coincurve import PublicKey
 
+from emulator.crypto.ecdsa import known_pubkey, parse_pubkey
 from emulator.errors import LnemuError
 
 # The order of the secp256k1 group.
@@ -39,7 +40,7 @@ def derive_pubkey(basepoint: bytes, per_commitment_point: bytes) -> bytes:
     _parse_point(per_commitment_point, "per_commitment_point")
     tweak = _sha256(per_commitment_point + basepoint)
     try:
-        return base.add(tweak).format(compressed=True)
+        return known_pubkey(base.add(tweak))
     except ValueError as exc:
         raise KeyDerivationError(f"derived pubkey is invalid: {exc}") from exc
 
@@ -73,7 +74,7 @@ def derive_revocation_pubkey(revocation_basepoint: bytes, per_commitment_point: 
         )
     except ValueError as exc:
         raise KeyDerivationError(f"derived revocation pubkey is invalid: {exc}") from exc
-    return combined.format(compressed=True)
+    return known_pubkey(combined)
 
 
 def _times(point: PublicKey, factor: bytes, secret: bytes | None) -> PublicKey:
@@ -122,7 +123,7 @@ def _pubkey_of(secret: bytes, what: str) -> bytes:
 @lru_cache(maxsize=1024)
 def _public_key(secret: bytes) -> bytes:
     # the same basepoint secrets come back for every commitment of a channel
-    return PublicKey.from_valid_secret(secret).format(compressed=True)
+    return known_pubkey(PublicKey.from_valid_secret(secret))
 
 
 def _check_secret(secret: bytes, what: str) -> None:
@@ -142,20 +143,11 @@ def _parse_point(point: bytes, what: str) -> PublicKey:
         raise KeyDerivationError(f"{what} must be 33 bytes (compressed), got {_describe(point)}")
     if point[0] not in (2, 3):
         raise KeyDerivationError(f"{what} has prefix {point[0]:#04x}, expected 0x02 or 0x03")
-    parsed = _point(bytes(point))
+    parsed = parse_pubkey(bytes(point))
     if parsed is None:
         raise KeyDerivationError(f"{what} is not a point on secp256k1")
     return parsed
 
-
-@lru_cache(maxsize=4096)
-def _point(point: bytes) -> PublicKey | None:
-    # basepoints and per-commitment points are parsed again and again: once is enough
-    # (coincurve's operations return new keys, so a cached one is never changed)
-    try:
-        return PublicKey(point)
-    except ValueError:
-        return None
 
 
 def _describe(value: object) -> str:
