@@ -23,7 +23,7 @@ class SigningError(LnemuError, ValueError):
 
 
 PARSED_MAX = 4096  # points kept parsed: basepoints, and recent commitments' keys
-_parsed: dict[bytes, PublicKey | None] = {}
+_parsed: dict[bytes, PublicKey | None] = {}  # used by each process's event-loop thread only
 
 
 def parse_pubkey(key: bytes) -> PublicKey | None:

@@ -149,7 +149,6 @@ def _parse_point(point: bytes, what: str) -> PublicKey:
     return parsed
 
 
-
 def _describe(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return f"{len(value)} bytes"
