@@ -20,6 +20,9 @@ a-b, b-c, c-d, once ``a`` knows the whole graph. It measures:
    and this process, which hosts the event collector) from /proc, from just before
    the phase until every channel is quiescent again (trailing commitment rounds
    included).
+6. where an unloaded 3-hop payment's time goes: the milestones of each payment of the
+   latency phase, read from its events (``bench/critical_path.py``), with their median
+   time since the request and since the milestone before.
 
 Payments are driven by one DEALER socket with ``--inflight`` blocking ``keysend``
 requests pipelined on it (the peer answers each when its outcome is known), so the
@@ -57,6 +60,7 @@ if str(REPO) not in sys.path:
 
 import zmq  # noqa: E402
 
+from bench.critical_path import milestones, print_milestones  # noqa: E402
 from emulator import envelope, transport  # noqa: E402
 from emulator.actions import open_channels  # noqa: E402
 from emulator.collector import EVENTS_FILE  # noqa: E402
@@ -301,9 +305,12 @@ def latency_phase(net: Network, events: Events, amount_msat: int, count: int
         cpu = Cpu(net)
         cpu.start()
         lat: list[float] = []
+        windows: list[tuple[float, float]] = []  # each payment's request and reply
         failed = 0
         for _ in range(count):
+            requested = time.time()  # the clock of the events' timestamps
             res = pipe.run(dest, amount_msat, 1, 1)
+            windows.append((requested, time.time()))
             lat += res["latencies"]
             failed += len(res["failures"])
             # unloaded: the trailing commitment rounds of the previous payment are done
@@ -315,6 +322,7 @@ def latency_phase(net: Network, events: Events, amount_msat: int, count: int
         pipe.close()
     ok = len(lat)
     peer_cpu = sum(used[n] for n in PEERS)
+    seen = events.since_mark()
     return {"payments": count, "succeeded": ok, "failed": failed, "amount_msat": amount_msat,
             "latency_ms": {"p50": round(1000 * percentile(lat, 50), 2),
                            "p90": round(1000 * percentile(lat, 90), 2),
@@ -324,7 +332,8 @@ def latency_phase(net: Network, events: Events, amount_msat: int, count: int
                            "max": round(1000 * max(lat), 2)} if lat else None,
             "cpu_seconds": used, "peer_cpu_seconds": round(peer_cpu, 3),
             "peer_cpu_ms_per_payment": round(1000 * peer_cpu / ok, 3) if ok else None,
-            "protocol": protocol_counts(events.since_mark(), ok)}
+            "protocol": protocol_counts(seen, ok),
+            "milestones": milestones(seen, windows)}
 
 
 def profile_phase(net: Network, peers: list[str], amount_msat: int, count: int,
@@ -418,6 +427,7 @@ def print_table(r: dict[str, Any]) -> None:
         top = list(ph["protocol"]["events_by_kind"].items())[:6]
         print(f"  events per payment {name}: {ph['protocol']['events_per_payment']} "
               f"(most: {', '.join(f'{k} {v}' for k, v in top)})")
+    print_milestones(lat.get("milestones", []), lat["succeeded"])
     prof = r.get("profile")
     for peer, p in (prof or {}).get("peers", {}).items():
         print(f"\nprofile of peer {peer} under load ({p['samples']} samples, busy "
