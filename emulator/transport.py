@@ -66,6 +66,16 @@ def _bind(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
     return sock
 
 
+def _connect(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
+    """Connect, closing the socket if that fails (an open one would block ctx.term())."""
+    try:
+        sock.connect(check_endpoint(endpoint))
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
 def router(ctx: zmq.Context, bind: str, *, handover: bool = True) -> zmq.Socket:
     """A bound ROUTER: a restarted peer takes its identity back; sends to a vanished
     identity raise (EHOSTUNREACH) instead of silently dropping."""
@@ -88,8 +98,7 @@ def dealer(ctx: zmq.Context, connect: str, identity: bytes | None = None,
     sock.setsockopt(zmq.IMMEDIATE, 1 if immediate else 0)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.connect(check_endpoint(connect))
-    return sock
+    return _connect(sock, connect)
 
 
 def publisher(ctx: zmq.Context, bind: str) -> zmq.Socket:
@@ -103,16 +112,14 @@ def subscriber(ctx: zmq.Context, connect: str, topic: bytes = b"") -> zmq.Socket
     """A SUB socket connected to a feed; PUB/SUB may drop, so readers catch up."""
     sock = _base(ctx, zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(check_endpoint(connect))
-    return sock
+    return _connect(sock, connect)
 
 
 def pusher(ctx: zmq.Context, connect: str) -> zmq.Socket:
     """A PUSH socket for events; the sender uses non-blocking sends."""
     sock = _base(ctx, zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, HWM)
-    sock.connect(check_endpoint(connect))
-    return sock
+    return _connect(sock, connect)
 
 
 def puller(ctx: zmq.Context, bind: str) -> zmq.Socket:
