@@ -4,6 +4,13 @@ PUB/SUB may drop messages, and a peer may start late or be paused, so the feed
 only says "there is a block at height h"; the follower then fetches every block it
 has not seen, in order, and hands each to its listeners. A block whose parent is
 not our tip means a reorg: the follower resets its listeners and replays.
+
+Two heights: ``height`` is the last block delivered, which falls back to -1 when a
+reorg starts the replay and climbs again block by block; ``tip`` is the chain's height
+as last asked, and never shows the replay: an HTLC's expiry, a route's CLTV or a
+payee's final CLTV check made while a reorg is replayed is made against the chain as
+it is (a payee that took the replay's height for the chain's could accept an HTLC
+that had already expired, and hand over its preimage for nothing).
 """
 from __future__ import annotations
 
@@ -34,11 +41,19 @@ class ChainFollower:
         self.on_block = on_block
         self.on_reorg = on_reorg
         self.hashes: list[bytes] = []  # our view: hash by height
+        self._chain_height = -1  # the chain's, as last asked
         self._lock = asyncio.Lock()
 
     @property
     def height(self) -> int:
+        """The height of the last block delivered to the listeners."""
         return len(self.hashes) - 1
+
+    @property
+    def tip(self) -> int:
+        """The chain's height as we know it: our last block, or the chain's tip as last
+        asked if that is higher (while we catch up, or replay after a reorg)."""
+        return max(len(self.hashes) - 1, self._chain_height)
 
     async def run(self) -> None:
         """Catch up, then follow the feed; poll now and then in case it dropped one."""
@@ -57,7 +72,7 @@ class ChainFollower:
         """Fetch and deliver every block up to the chain's tip."""
         async with self._lock:
             try:
-                tip = await self.chain.call("getheight")
+                tip = self._chain_height = await self.chain.call("getheight")
                 while self.height < tip:
                     block = await self.chain.call("getblock", height=self.height + 1)
                     if self.hashes and block["prev_hash"] != self.hashes[-1]:

@@ -105,7 +105,8 @@ class PeerService(ChannelVerbs, Service):
 
     @property
     def height(self) -> int:
-        return self.follower.height if self.follower else 0
+        """The chain's height, for every CLTV decision: never the block being replayed."""
+        return self.follower.tip if self.follower else 0
 
     async def setup(self) -> None:
         self.chain = AsyncRpcClient(self.ctx, self.config.chain_control)
