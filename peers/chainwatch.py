@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import zmq.asyncio
 
 from emulator import envelope, transport
+from emulator.errors import LnemuError
 from emulator.rpc import AsyncRpcClient, RpcError, RpcTimeout
 from emulator.tx import Tx
 
@@ -42,6 +43,7 @@ class ChainFollower:
         self.on_reorg = on_reorg
         self.hashes: list[bytes] = []  # our view: hash by height
         self._chain_height = -1  # the chain's, as last asked
+        self._stale = True  # the chain not asked since a start or a pause
         self._lock = asyncio.Lock()
 
     @property
@@ -54,6 +56,21 @@ class ChainFollower:
         """The chain's height as we know it: our last block, or the chain's tip as last
         asked if that is higher (while we catch up, or replay after a reorg)."""
         return max(len(self.hashes) - 1, self._chain_height)
+
+    def mark_stale(self) -> None:
+        """We were paused: blocks may have come that neither view has seen."""
+        self._stale = True
+
+    async def fresh_tip(self) -> int:
+        """``tip`` for a decision a lagging view must not make (an HTLC's expiry): after
+        a start or a pause, the chain is asked once first (if it answers)."""
+        if self._stale:
+            try:
+                self._chain_height = await self.chain.call("getheight")
+                self._stale = False
+            except LnemuError as exc:  # as unreachable as it gets: decide on our view
+                self.log.warning("chain unreachable for its height: %s", exc)
+        return self.tip
 
     async def run(self) -> None:
         """Catch up, then follow the feed; poll now and then in case it dropped one."""
@@ -73,6 +90,7 @@ class ChainFollower:
         async with self._lock:
             try:
                 tip = self._chain_height = await self.chain.call("getheight")
+                self._stale = False
                 while self.height < tip:
                     block = await self.chain.call("getblock", height=self.height + 1)
                     if self.hashes and block["prev_hash"] != self.hashes[-1]:

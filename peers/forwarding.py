@@ -42,8 +42,6 @@ class Forwarder:
                 self._link(key, link)
             node.store.delete("kv", "forwards")
         self.earned_msat = node.store.value("fees_earned_msat", 0)
-        # the chain's tip as last asked; our view may lag it after a start or a pause
-        self._chain_tip, self._view_stale = 0, True
 
     def _link(self, key: str, link: dict[str, Any]) -> None:
         self.links[key] = link
@@ -89,7 +87,7 @@ class Forwarder:
             return
         out = self.channel_by_scid(payload.short_channel_id) \
             if payload.short_channel_id is not None else None
-        height = await self._chain_height()
+        height = await self.node.chain_height()
         problem = self._check(htlc, payload, out, height)
         if problem is None:
             problem = await self._offer(ch, htlc, payload, peeled, out)
@@ -104,22 +102,6 @@ class Forwarder:
         key = self._upstream_index.get((ch.cid, htlc.htlc_id))
         link = self.links.get(key) if key is not None else None
         return key if link is not None and link["payment_hash"] == htlc.payment_hash else None
-
-    def resumed(self) -> None:
-        """We were paused (SIGCONT): blocks may have come that our view lacks."""
-        self._view_stale = True
-
-    async def _chain_height(self) -> int:
-        """The chain's height: our view (the block feed keeps it current), except just
-        after a start or a pause, when the chain is asked once (blocks may have come
-        while our view could not follow)."""
-        if self._view_stale:
-            try:
-                self._chain_tip = await self.node.chain.call("getheight")
-                self._view_stale = False
-            except LnemuError:
-                pass
-        return max(self.node.height, self._chain_tip)
 
     def _check(self, htlc: Htlc, payload: HopPayload, out: Channel | None,
                height: int) -> bytes | None:

@@ -108,6 +108,11 @@ class PeerService(ChannelVerbs, Service):
         """The chain's height, for every CLTV decision: never the block being replayed."""
         return self.follower.tip if self.follower else 0
 
+    async def chain_height(self) -> int:
+        """``height``, and after a start or a pause the chain's own answer: for the
+        checks of an incoming HTLC, which a lagging view could let expire."""
+        return await self.follower.fresh_tip() if self.follower else 0
+
     async def setup(self) -> None:
         self.chain = AsyncRpcClient(self.ctx, self.config.chain_control)
         self.channels.load()
@@ -155,11 +160,11 @@ class PeerService(ChannelVerbs, Service):
 
     # --- chain ----------------------------------------------------------------------
     def resumed(self) -> None:
-        """After a pause our view of the chain may lag: catch up now, and let the
-        forwarder ask the chain's height before it trusts ours."""
+        """After a pause our view of the chain may lag: catch up now, and ask the
+        chain's height before an incoming HTLC is checked against ours."""
         self.events.emit("resumed", height=self.height)
-        self.forwarder.resumed()
         if self.follower is not None and not self.stopping.is_set():
+            self.follower.mark_stale()
             self.spawn(self.follower.catch_up(), "catch-up-after-pause")
 
     async def on_block(self, height: int, block_hash: bytes, txs: list[Tx]) -> None:

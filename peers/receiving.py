@@ -57,6 +57,7 @@ class Receiver:
     async def on_final_htlc(self, ch: Channel, htlc: Htlc, payload: HopPayload,
                             secret: bytes) -> None:
         """Settle, hold (MPP) or fail an HTLC that ends here."""
+        height = await self.node.chain_height()  # first: nothing read below goes stale
         records = payload.records
         invoice = self.store.get("invoices", htlc.payment_hash)
         if invoice is not None and [ch.cid, htlc.htlc_id] in invoice.get("settle_htlcs", []):
@@ -65,9 +66,9 @@ class Receiver:
             await self.node.channels.fulfill_htlc(ch, htlc, invoice["preimage"])
             return
         if invoice is None and tlv.KEYSEND_PREIMAGE in records:
-            await self._keysend(ch, htlc, payload, secret, records)
+            await self._keysend(ch, htlc, payload, secret, records, height)
             return
-        problem = self._check(htlc, payload, invoice)
+        problem = self._check(htlc, payload, invoice, height)
         if problem is not None:
             await self._fail(ch, htlc, secret, problem)
             return
@@ -83,9 +84,10 @@ class Receiver:
             self.node.events.emit("mpp_part_held", payment_hash=htlc.payment_hash,
                                   received_msat=parts.received_msat, total_msat=total)
 
-    def _check(self, htlc: Htlc, payload: HopPayload, invoice: dict | None) -> bytes | None:
-        """BOLT 4 final-node checks; the failure message, or None when all is well."""
-        height = self.node.height
+    def _check(self, htlc: Htlc, payload: HopPayload, invoice: dict | None,
+               height: int) -> bytes | None:
+        """BOLT 4 final-node checks at chain height ``height``; the failure message, or
+        None when all is well."""
         unknown = unknown_payment_details(htlc.amount_msat, height)
         if invoice is None or invoice["status"] in ("paid", "settling"):
             return unknown
@@ -98,13 +100,21 @@ class Receiver:
         if htlc.amount_msat < payload.amt_to_forward:
             return failure_message(FailureCode.FINAL_INCORRECT_HTLC_AMOUNT,
                                    htlc.amount_msat.to_bytes(8, "big"))
+        problem = self._cltv_problem(htlc, payload, height)
+        if problem is not None:
+            return problem
+        if time.time() > invoice["expires_at"]:
+            return unknown
+        return None
+
+    def _cltv_problem(self, htlc: Htlc, payload: HopPayload, height: int) -> bytes | None:
+        """BOLT 4's final-node CLTV checks: the expiry is the onion's, and far enough
+        ahead of ``height`` for us to settle before the payer can time the HTLC out."""
         if htlc.cltv_expiry < payload.outgoing_cltv_value:
             return failure_message(FailureCode.FINAL_INCORRECT_CLTV_EXPIRY,
                                    htlc.cltv_expiry.to_bytes(4, "big"))
         if htlc.cltv_expiry < height + self.node.config.timers.min_final_cltv_expiry_delta:
-            return unknown
-        if time.time() > invoice["expires_at"]:
-            return unknown
+            return unknown_payment_details(htlc.amount_msat, height)
         return None
 
     async def _settle_all(self, payment_hash: bytes, invoice: dict[str, Any]) -> None:
@@ -142,12 +152,16 @@ class Receiver:
             await self._fail(ch, htlc, secret, failure_message(FailureCode.MPP_TIMEOUT))
 
     async def _keysend(self, ch: Channel, htlc: Htlc, payload: HopPayload, secret: bytes,
-                       records: dict[int, bytes]) -> None:
+                       records: dict[int, bytes], height: int) -> None:
         preimage = records[tlv.KEYSEND_PREIMAGE]
         if hashlib.sha256(preimage).digest() != htlc.payment_hash or \
                 htlc.amount_msat < payload.amt_to_forward:
             await self._fail(ch, htlc, secret, unknown_payment_details(htlc.amount_msat,
-                                                                      self.node.height))
+                                                                      height))
+            return
+        problem = self._cltv_problem(htlc, payload, height)
+        if problem is not None:  # settled, it could be timed out under us on chain
+            await self._fail(ch, htlc, secret, problem)
             return
         message = self.node.messages.accept(htlc, records) if tlv.TEXT_MESSAGE in records \
             else None

@@ -13,6 +13,7 @@ import pytest
 import zmq.asyncio
 
 from emulator import transport
+from emulator.rpc import RpcTimeout
 from peers.chainwatch import ChainFollower
 
 
@@ -39,14 +40,20 @@ def chain_of(length: int, fork_from: int = -1, branch: bytes = b"") -> list[dict
 
 
 class FakeChain:
-    """The chain's RPC as the follower uses it: getheight and getblock."""
+    """The chain's RPC as the follower uses it: getheight and getblock; ``down``, it
+    answers nothing."""
 
     def __init__(self, blocks: list[dict[str, Any]]) -> None:
         self.blocks = blocks
+        self.asked = 0  # getheight calls
+        self.down = False
 
     async def call(self, op: str, **args: Any) -> Any:
         await asyncio.sleep(0)  # a reply takes a turn of the loop, as over ZeroMQ
+        if self.down:
+            raise RpcTimeout("no reply from the chain")
         if op == "getheight":
+            self.asked += 1
             return len(self.blocks) - 1
         assert op == "getblock"
         return self.blocks[args["height"]]
@@ -114,3 +121,58 @@ def test_the_tip_is_the_chains_height_while_catching_up(feed):
         return tips
 
     assert asyncio.run(scenario()) == [7, 7, 7, 7, 7]  # blocks 3..7, each seen at tip 7
+
+
+async def _no_block(height: int, block_hash: bytes, txs: list) -> None:
+    pass
+
+
+async def _no_reorg(height: int) -> None:
+    raise AssertionError("no reorg here")
+
+
+def test_after_a_pause_the_chain_is_asked_for_its_height_once(feed):
+    """``fresh_tip`` trusts the view while the feed keeps it current; after a pause it
+    asks the chain once (blocks may have come that no feed message told of)."""
+    async def scenario() -> tuple[list[int], int]:
+        chain = FakeChain(chain_of(5))
+        ctx = zmq.asyncio.Context()
+        follower = ChainFollower(ctx, chain, feed, 1.0, logging.getLogger("test"),
+                                 _no_block, _no_reorg)
+        try:
+            await follower.catch_up()  # asks once: the view is fresh
+            chain.blocks = chain_of(9)  # four blocks we have not heard of
+            seen = [await follower.fresh_tip()]
+            follower.mark_stale()  # SIGSTOP, SIGCONT
+            seen += [await follower.fresh_tip(), await follower.fresh_tip(), follower.height]
+        finally:
+            follower.close()
+            ctx.term()
+        return seen, chain.asked
+
+    seen, asked = asyncio.run(scenario())
+    assert seen == [4, 8, 8, 4]  # the chain's 8, before its blocks arrive
+    assert asked == 2  # at the catch-up, and once after the pause
+
+
+def test_an_unreachable_chain_leaves_the_view_stale_and_is_asked_again(feed):
+    """If the chain does not answer, the decision is made on our view, and the chain is
+    asked again next time."""
+    async def scenario() -> list[int]:
+        chain = FakeChain(chain_of(5))
+        ctx = zmq.asyncio.Context()
+        follower = ChainFollower(ctx, chain, feed, 1.0, logging.getLogger("test"),
+                                 _no_block, _no_reorg)
+        try:
+            await follower.catch_up()
+            follower.mark_stale()
+            chain.blocks, chain.down = chain_of(7), True
+            seen = [await follower.fresh_tip()]
+            chain.down = False
+            seen.append(await follower.fresh_tip())
+        finally:
+            follower.close()
+            ctx.term()
+        return seen
+
+    assert asyncio.run(scenario()) == [4, 6]

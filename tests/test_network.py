@@ -300,10 +300,16 @@ def test_a_forward_settled_after_its_upstream_went_on_chain_is_claimed_there(
     upstream = next(ch["channel_id"] for ch in net.rpc("b").call("listchannels")
                     if ch["peer_id"] == net.node_id("a"))
     net.rpc(closer).call("close", channel_id=upstream, force=True)
-    mine_until(net, lambda: [e for e in net.sup.collector.events(kind="funding_spent",
-                                                                 proc="peer b")
-                             if e["data"]["channel_id"] == upstream.hex()], 30,
-               what=f"{closer}'s commitment of the a-b channel confirmed")
+    closing = wait_for(lambda: [e["data"]["txid"] for e in net.sup.collector.events(
+        kind="tx_broadcast", proc=f"peer {closer}") if e["data"]["purpose"] == "force close"
+        and e["data"]["channel_id"] == upstream.hex()], 20, what=f"{closer} force-closes")
+    # one block, no more: c settles below only while the HTLC is min_final_cltv blocks
+    # from its expiry (BOLT 4), and the payer gave it 2 blocks more than that
+    mine_until(net, lambda: net.chain.call("gettx", txid=bytes.fromhex(closing[0]))[
+        "status"] == "confirmed", 30, what=f"{closer}'s commitment of the a-b channel mined")
+    wait_for(lambda: [e for e in net.sup.collector.events(kind="funding_spent", proc="peer b")
+                      if e["data"]["channel_id"] == upstream.hex()], 30,
+             what=f"b saw {closer}'s commitment of the a-b channel confirmed")
     net.process("c").stop()
     net.restart("c", died_on_purpose=True)  # back, not holding: it settles with b
     wait_for(lambda: net.sup.collector.events(kind="forward_settled", proc="peer b"), 30,
