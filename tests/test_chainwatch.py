@@ -49,7 +49,6 @@ class FakeChain:
         self.down = False
 
     async def call(self, op: str, **args: Any) -> Any:
-        await asyncio.sleep(0)  # a reply takes a turn of the loop, as over ZeroMQ
         if self.down:
             raise RpcTimeout("no reply from the chain")
         if op == "getheight":
